@@ -1,0 +1,14 @@
+"""genstudio: train, sample, compare and play with score, diffusion, flow and consistency models."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def load(path, device=None, dtype=None):
+    """Load an exported checkpoint folder as a sampling pipeline (see genstudio.api.Pipeline)."""
+    from .api import Pipeline
+
+    return Pipeline.load(path, device=device, dtype=dtype)
+
+
+__all__ = ["load", "__version__"]

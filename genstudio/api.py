@@ -1,0 +1,159 @@
+"""The Python sampling API.
+
+    pipe = genstudio.load("checkpoints/edm_tiny_cifar10")
+    images = pipe.sample(16, sampler="heun", steps=18, seed=0, labels=[3] * 16, guidance=2.0)
+
+Sample i of a call with seed s starts from the noise of seed s + i (or from seeds[i] when a list of
+seeds is given), so an image depends on its seed alone, never on the batch it was drawn in.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+import samplers
+from samplers.grids import make_grid
+
+from .checkpoint import load_model
+from .images import to_uint8
+from .model import Guided, Model
+from .noise import generators, randn_like
+
+CHECKPOINTS_DIR = Path(os.environ.get("GENSTUDIO_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
+
+
+def shipped_checkpoints() -> list[Path]:
+    """Checkpoint folders in checkpoints/ (the default first)."""
+    found = sorted(p.parent for p in CHECKPOINTS_DIR.glob("*/genstudio.json"))
+    default = default_checkpoint(missing_ok=True)
+    return sorted(found, key=lambda p: p != default)
+
+
+def default_checkpoint(missing_ok: bool = False) -> Path | None:
+    """The checkpoint named in checkpoints/DEFAULT."""
+    marker = CHECKPOINTS_DIR / "DEFAULT"
+    if marker.is_file():
+        return CHECKPOINTS_DIR / marker.read_text().strip()
+    if missing_ok:
+        return None
+    raise FileNotFoundError(f"no default checkpoint: {marker} is missing; pass a checkpoint folder")
+
+
+@dataclass
+class SampleResult:
+    images: np.ndarray   # uint8 (N, H, W, C)
+    nfe: int             # evaluations of the (guided) model per image batch
+    seconds: float
+    sampler: str
+    steps: int
+    grid: str
+
+
+class Pipeline:
+    """A loaded model plus everything needed to sample it."""
+
+    def __init__(self, model: Model, meta: dict[str, Any] | None = None, device: str | torch.device = "cpu",
+                 name: str = "model"):
+        self.model, self.meta, self.device, self.name = model, meta or {}, torch.device(device), name
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, meta = load_model(path, device=device, dtype=dtype)
+        return cls(model, meta, device, Path(path).name)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        cfg = self.model.network.unet.config
+        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+
+    def samplers(self) -> list[str]:
+        """The samplers that can drive this model."""
+        return samplers.compatible(self.model)
+
+    def defaults(self) -> dict[str, Any]:
+        d = {"sampler": "heun", "steps": 18, **self.meta.get("defaults", {})}
+        d.setdefault("grid", samplers.get(d["sampler"]).default_grid)
+        return d
+
+    def time_grid(self, sampler: str, steps: int, grid: str | None = None, **grid_opts) -> torch.Tensor:
+        return make_grid(grid or samplers.get(sampler).default_grid, self.model.path, steps, **grid_opts)
+
+    @torch.no_grad()
+    def generate(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int | Sequence[int] = 0,
+                 labels: Sequence[int] | int | None = None, guidance: float = 1.0, grid: str | None = None,
+                 callback: Callable[..., None] | None = None, batch_size: int = 256,
+                 sampler_options: dict[str, Any] | None = None) -> SampleResult:
+        """Sample n images; returns them with the NFE and wall time. See `sample`."""
+        d = self.defaults()
+        sampler = sampler or d["sampler"]
+        steps = int(steps if steps is not None else d["steps"])
+        spec = samplers.get(sampler, self.model)
+        grid = grid or (d["grid"] if sampler == d["sampler"] else spec.default_grid)
+        ts = self.time_grid(sampler, steps, grid)
+        seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+        if n < 1 or len(seeds) != n:
+            raise ValueError(f"need n >= 1 and one seed per image; got n={n}, {len(seeds)} seeds")
+        label_tensor = self._labels(labels, n)
+        if not guidance >= 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        t0, out, nfe = time.perf_counter(), [], 0
+        for start in range(0, n, batch_size):
+            gens = generators(seeds[start:start + batch_size])
+            shape = (len(gens), *self.image_shape)
+            x = randn_like(torch.empty(shape), gens).double() * self.model.path.sigma(ts[0])
+            x = x.float().to(self.device)
+            lab = None if label_tensor is None else label_tensor[start:start + batch_size].to(self.device)
+            field = Guided(self.model, lab, guidance)
+            x = spec.fn(field, x, ts, generator=gens, callback=callback, **(sampler_options or {}))
+            out.append(to_uint8(x))
+            nfe = field.nfe
+        return SampleResult(np.concatenate(out), nfe, time.perf_counter() - t0, sampler, steps, grid)
+
+    def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int | Sequence[int] = 0,
+               labels: Sequence[int] | int | None = None, guidance: float = 1.0, grid: str | None = None,
+               callback: Callable[..., None] | None = None, output: str = "numpy", **kwargs):
+        """n images as uint8 (n, H, W, 3) (output="numpy") or a list of PIL images (output="pil").
+
+        sampler/steps/grid default to the checkpoint's recommendation; labels (one per image, or
+        one for all) and guidance apply to class-conditional models; callback(i=, t=, x=, x0=)
+        sees every step."""
+        images = self.generate(n, sampler, steps, seed, labels, guidance, grid, callback, **kwargs).images
+        if output == "pil":
+            from PIL import Image
+
+            return [Image.fromarray(img) for img in images]
+        if output != "numpy":
+            raise ValueError(f"output must be 'numpy' or 'pil', got {output!r}")
+        return images
+
+    def _labels(self, labels, n: int) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        if not self.num_classes:
+            raise ValueError(f"{self.name} is unconditional: it takes no class labels")
+        labels = [int(labels)] * n if isinstance(labels, (int, np.integer)) else [int(v) for v in labels]
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} images")
+        bad = [v for v in labels if not 0 <= v < self.num_classes]
+        if bad:
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}; got {bad[:5]}")
+        return torch.tensor(labels, dtype=torch.long)
+
+    def info(self) -> dict[str, Any]:
+        params = sum(p.numel() for p in self.model.parameters())
+        return {"name": self.name, "family": self.model.family, "path": self.meta.get("path"),
+                "prediction": self.model.prediction, "precond": self.meta.get("precond"),
+                "num_classes": self.num_classes, "parameters": params, "samplers": self.samplers(),
+                "defaults": self.defaults(), "training": {k: v for k, v in self.meta.get("training", {}).items()
+                                                           if k != "config"}}

@@ -1,0 +1,201 @@
+"""Training configuration: TOML files with [model], [objective], [data] and [train] sections,
+any key overridable from the command line (`--train.lr 1e-4` or `--train.lr=1e-4`). Unknown keys
+and bad values are errors before any work starts."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    network: str = "tiny"                      # preset: tiny | small | ddpm
+    unet: dict = field(default_factory=dict)   # UNet2DModel keyword overrides
+    path: dict = field(default_factory=lambda: {"name": "edm"})
+    prediction: str = "x0"
+    precond: dict = field(default_factory=lambda: {"name": "edm"})
+    num_classes: int = 0                       # 0: unconditional
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "edm"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    source: str = "cifar10"        # "cifar10", an image folder with class subfolders, or a .tar/.tar.gz of one
+    split: str = "train"
+    image_size: int = 32
+    flip: bool = True
+    limit: int = 0                 # use a fixed random subset of this many images (0: all)
+    cache_dir: str = ""            # "" : $GENSTUDIO_CACHE or ~/.cache/genstudio
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 64           # per process and micro-step
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0         # 0: no clipping
+    mixed_precision: str = "no"    # no | bf16 | fp16
+    ema_half_life_kimg: float = 0.0
+    ema_rampup_ratio: float = 0.05
+    ema_decay: float = 0.999       # used when ema_half_life_kimg is 0
+    label_dropout: float = 0.1     # classifier-free guidance training (conditional models)
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    sample_every: int = 0          # 0: no sample grids during training
+    sample_sampler: str = "heun"
+    sample_steps: int = 18
+    sample_count: int = 64
+    max_nonfinite: int = 5         # this many non-finite steps in a row stop the run
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): ("tiny", "small", "ddpm")}
+_POSITIVE = {("train", k) for k in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
+                                    "log_every", "sample_steps", "sample_count", "max_nonfinite")} | {("data", "image_size")}
+_NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",
+                                       "ema_rampup_ratio", "sample_every")} | {("data", "limit"), ("model", "num_classes")}
+
+
+def _section_class(name: str):
+    return {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}[name]
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}")
+
+
+def _check_type(section: str, key: str, value: Any, expected: type) -> Any:
+    where = f"{section}.{key}"
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    if (section, key) in _CHOICES and value not in _CHOICES[section, key]:
+        raise ConfigError(f"{where} must be one of {_CHOICES[section, key]}, got {value!r}")
+    if (section, key) in _POSITIVE and value <= 0:
+        raise ConfigError(f"{where} must be > 0, got {value!r}")
+    if (section, key) in _NONNEGATIVE and value < 0:
+        raise ConfigError(f"{where} must be >= 0, got {value!r}")
+    return value
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list}
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a Config, rejecting unknown sections and keys and values of the wrong type."""
+    config = Config()
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise _unknown("config section", section, list(_SECTIONS))
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
+        cls = _section_class(section)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        target = getattr(config, section)
+        for key, value in values.items():
+            if key not in fields:
+                raise _unknown(f"key in [{section}]", key, list(fields))
+            expected = _TYPES[fields[key].type] if isinstance(fields[key].type, str) else fields[key].type
+            setattr(target, key, _check_type(section, key, value, expected))
+    if config.train.ema_half_life_kimg == 0 and not 0 < config.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay must be in (0, 1) when train.ema_half_life_kimg is 0, got {config.train.ema_decay}")
+    if not 0 <= config.train.label_dropout < 1:
+        raise ConfigError(f"train.label_dropout must be in [0, 1), got {config.train.label_dropout}")
+    return config
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value read as a TOML value (numbers, booleans, arrays, inline tables), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """['--train.lr', '1e-4', '--model.path.name=vp_linear'] -> nested dict."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(f"cannot read {arg!r}: overrides look like --section.key VALUE or --section.key=VALUE")
+        if "=" in arg:
+            dotted, text = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{arg} needs a value")
+            dotted, text = arg[2:], args[i + 1]
+            i += 2
+        keys = dotted.split(".")
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"conflicting overrides for {dotted}")
+        node[keys[-1]] = _parse_value(text)
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `over` into a copy of `base` (dict-valued keys such as model.path merge key by key)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Read a TOML config (or start from defaults) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    return config_from_dict(merge(data, over))

@@ -1,0 +1,100 @@
+"""The model wrapper (network + path + native prediction + preconditioning + conditioning), and
+`Guided`, a model bound to labels and a guidance scale: the object every sampler drives."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .paths import NoisePath, expand, path_from_config, path_to_config
+from .precond import NoPrecond, precond_from_config, precond_to_config
+from .predictions import check_prediction, convert, to_x0_eps
+
+FAMILIES = ("diffusion", "score", "flow", "consistency")
+
+
+class Model(nn.Module):
+    """A network trained to output `prediction` on `path`, optionally class-conditional.
+
+    `num_classes = 0` is unconditional; otherwise label `num_classes` is the "no label" class
+    that classifier-free guidance uses (Ho & Salimans 2022).
+    """
+
+    def __init__(self, network: nn.Module, path: NoisePath, prediction: str, precond=None,
+                 num_classes: int = 0, family: str = "diffusion", kind: str = "field"):
+        super().__init__()
+        precond = precond or NoPrecond()
+        check_prediction(prediction)
+        if precond.output is not None and precond.output != prediction:
+            raise ValueError(f"{precond.name} preconditioning outputs {precond.output!r}, not {prediction!r}")
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        self.network, self.path, self.prediction, self.precond = network, path, prediction, precond
+        self.num_classes, self.family, self.kind = num_classes, family, kind
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
+        """The native prediction at (x, t); t is a scalar or per-sample (B,)."""
+        t = expand(t, x)
+        c_skip, c_out, c_in, c_noise = self.precond.scalings(self.path, t)
+        if self.num_classes and labels is None:
+            labels = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
+        return c_skip * x + c_out * self.network(c_in * x, c_noise, labels)
+
+    def spec(self) -> dict[str, Any]:
+        """What genstudio.json records about the model (the network's own config is saved with it)."""
+        return {"family": self.family, "kind": self.kind, "path": path_to_config(self.path),
+                "prediction": self.prediction, "precond": precond_to_config(self.precond),
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], network: nn.Module) -> "Model":
+        return cls(network, path_from_config(spec["path"]), spec["prediction"],
+                   precond_from_config(spec.get("precond")), int(spec.get("num_classes", 0)),
+                   spec.get("family", "diffusion"), spec.get("kind", "field"))
+
+
+class Guided:
+    """A model bound to class labels and a classifier-free guidance scale w:
+    D_w = D_uncond + w (D_cond - D_uncond)  (Ho & Salimans 2022, Eq. 6; w = 1 is plain conditional).
+
+    Guidance is applied to the native prediction; every conversion is affine in the prediction
+    for fixed x_t, so it is the same in any prediction space. `nfe` counts evaluations of the
+    guided field; with guidance the conditional and unconditional passes share one network call
+    on a doubled batch, so `network_calls` equals `nfe` and the network sees 2x the images.
+    """
+
+    def __init__(self, model: nn.Module, labels: Tensor | None = None, guidance: float = 1.0):
+        if labels is not None and not getattr(model, "num_classes", 0):
+            raise ValueError("labels given to an unconditional model")
+        self.model, self.labels, self.guidance = model, labels, float(guidance)
+        self.path: NoisePath = model.path
+        self.prediction: str = model.prediction
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
+        self.nfe += 1
+        labels = self.labels
+        if labels is None or self.guidance == 1.0:
+            return self.model(x, t, labels)
+        t = expand(t, x).flatten()
+        null = torch.full_like(labels, self.model.null_label)
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return uncond + self.guidance * (cond - uncond)
+
+    def predict(self, x: Tensor, t: Tensor | float, kind: str) -> Tensor:
+        return convert(self(x, t), self.prediction, kind, self.path, x, t)
+
+    def x0_eps(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(x0, eps) from one evaluation."""
+        return to_x0_eps(self(x, t), self.prediction, self.path, x, t)
+
+    def x0(self, x, t): return self.predict(x, t, "x0")
+    def eps(self, x, t): return self.predict(x, t, "eps")
+    def velocity(self, x, t): return self.predict(x, t, "velocity")
+    def score(self, x, t): return self.predict(x, t, "score")

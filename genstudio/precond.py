@@ -1,0 +1,66 @@
+"""Network preconditioning: model output = c_skip * x + c_out * F(c_in * x, c_noise).
+
+Preconditioning is data of the model (saved in its JSON), not code in the samplers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .paths import NoisePath
+
+Scalings = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class NoPrecond:
+    """The network's output is the prediction itself; its time input is the path's noise label."""
+
+    name: ClassVar[str] = "none"
+    output: ClassVar[str | None] = None  # any native prediction type
+
+    def scalings(self, path: NoisePath, t: Tensor) -> Scalings:
+        """(c_skip, c_out, c_in, c_noise) at per-sample t of shape (B, 1, ..., 1)."""
+        zero, one = torch.zeros_like(t), torch.ones_like(t)
+        return zero, one, one, path.noise_label(t.flatten())
+
+
+@dataclass(frozen=True)
+class EDMPrecond:
+    """EDM preconditioning (Karras et al. 2022, Table 1); the output is an x0 prediction.
+
+    On a path with alpha != 1 it acts on the scaled variable x / alpha with noise level
+    sigma / alpha, so the network sees unit-variance input on every path.
+    """
+
+    name: ClassVar[str] = "edm"
+    output: ClassVar[str | None] = "x0"
+    sigma_data: float = 0.5
+
+    def scalings(self, path: NoisePath, t: Tensor) -> Scalings:
+        alpha, s = path.alpha(t), path.sigma_tilde(t)
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s**2 + sd2) / alpha
+        c_out = s * self.sigma_data / torch.sqrt(s**2 + sd2)
+        c_in = 1 / torch.sqrt(s**2 + sd2) / alpha
+        c_noise = torch.log(s.flatten()) / 4
+        return c_skip, c_out, c_in, c_noise
+
+
+PRECONDS = {cls.name: cls for cls in (NoPrecond, EDMPrecond)}
+
+
+def precond_to_config(precond) -> dict[str, Any]:
+    return {"name": precond.name, **dataclasses.asdict(precond)}
+
+
+def precond_from_config(config: dict[str, Any] | str | None):
+    config = {"name": config or "none"} if not isinstance(config, dict) else dict(config)
+    name = config.pop("name", "none")
+    if name not in PRECONDS:
+        raise ValueError(f"unknown preconditioning {name!r}; known: {', '.join(PRECONDS)}")
+    return PRECONDS[name](**config)

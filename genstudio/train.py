@@ -1,0 +1,352 @@
+"""The one training loop, on Accelerate, for every family (the objective is the plug-in).
+
+    accelerate launch -m genstudio.train --config configs/edm_cifar10.toml [--resume] [--section.key VALUE ...]
+
+Determinism: the data order is a pure function of (seed, step) and the global RNG is re-seeded at
+every step from (seed, step, process), so a resumed run replays the exact per-step losses of an
+uninterrupted one from the restored weights, optimizer, EMA and LR schedule.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import atomic_folder, export_model, write_json
+from .config import Config, ConfigError, load_config
+from .data import load_images, random_flip, to_model_range
+from .ema import EMA
+from .images import image_grid, save_png, to_uint8
+from .model import Model
+from .networks import UNetBackbone, unet_config
+from .objectives import objective_from_config
+from .paths import path_from_config
+from .precond import precond_from_config
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+EMA_FILE = "ema.safetensors"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def build_model(config: Config) -> Model:
+    """The model a config describes (every setting checked, no data touched)."""
+    m = config.model
+    objective = objective_from_config(config.objective.name, config.objective.options)
+    unet = unet_config(m.network, image_size=config.data.image_size, num_classes=m.num_classes, **m.unet)
+    return Model(UNetBackbone.from_config(unet), path_from_config(m.path), m.prediction,
+                 precond_from_config(m.precond), m.num_classes, family=objective.family)
+
+
+def validate(config: Config) -> None:
+    """Everything that can be checked before any work starts."""
+    try:
+        build_model(config)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+    import samplers
+
+    if config.train.sample_every:
+        samplers.get(config.train.sample_sampler)
+
+
+def batch_indices(micro_step: int, n: int, batch: int, world: int, rank: int, seed: int) -> torch.Tensor:
+    """The images of one micro-step for one process: epoch e visits randperm(n; seed + e) in order,
+    split into global batches of batch * world, each process taking its slice."""
+    global_batch = batch * world
+    per_epoch = n // global_batch
+    if per_epoch == 0:
+        raise ValueError(f"{n} images are fewer than one global batch of {global_batch}")
+    epoch, b = divmod(micro_step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    start = b * global_batch + rank * batch
+    return perm[start:start + batch]
+
+
+def learning_rate(base: float, warmup_steps: int, step: int) -> float:
+    """Linear warmup over `warmup_steps`, then constant (a pure function of the step, so nothing to save)."""
+    return base * min(1.0, (step + 1) / warmup_steps) if warmup_steps else base
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 1_009 + rank) % (2**63)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    done = sorted((output_dir / CHECKPOINTS).glob("step_*"))
+    done = [p for p in done if (p / STATE_FILE).is_file()]
+    return done[-1] if done else None
+
+
+class _Distributed:
+    """The prepared (possibly DDP-wrapped) model's forward, with the plain model's attributes (path, ...)."""
+
+    def __init__(self, prepared, plain):
+        self._prepared, self._plain = prepared, plain
+
+    def __call__(self, *args, **kwargs):
+        return self._prepared(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._plain, name)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checkpoints and exits at the end of the step."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def run(config: Config, resume: bool = False) -> dict[str, Any]:
+    """Train as configured; returns a summary. Raises NonFiniteLossError if training diverges."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from tqdm.auto import tqdm
+
+    validate(config)
+    tc = config.train
+    out = Path(tc.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=tc.mixed_precision, log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+
+    torch.manual_seed(tc.seed)  # the initial weights
+    model = build_model(config)
+    objective = objective_from_config(config.objective.name, config.objective.options)
+    ema = EMA(model, tc.ema_half_life_kimg, tc.ema_rampup_ratio, 0.0 if tc.ema_half_life_kimg else tc.ema_decay)
+    with accelerator.main_process_first():
+        data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
+                           cache_dir=config.data.cache_dir or None)
+    images, labels = data.images, data.labels
+    if config.data.limit and config.data.limit < len(images):
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(tc.seed))[:config.data.limit]
+        images, labels = images[keep], labels[keep]
+    if model.num_classes and int(labels.max()) >= model.num_classes:
+        raise ConfigError(f"the data has {int(labels.max()) + 1} classes but model.num_classes = {model.num_classes}")
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+
+    start, streak = 0, 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        accelerator.load_state(str(ckpt))
+        ema.model.load_state_dict(load_file(str(ckpt / EMA_FILE), device=str(accelerator.device)))
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        start = state["step"]
+        accelerator.print(f"resumed from {ckpt} at step {start}")
+    elif resume:
+        accelerator.print(f"no checkpoint in {out / CHECKPOINTS}: starting from scratch")
+    if main:
+        write_json(out / "config.json", config.to_dict())
+        _truncate_log(out / "metrics.jsonl", start)
+        accelerator.init_trackers("train", config=_flat_scalars(config.to_dict()))
+
+    batch_images = tc.batch_size * world * tc.grad_accum
+    unwrapped = accelerator.unwrap_model(model)
+    forward = _Distributed(model, unwrapped)
+
+    def save(step: int) -> None:
+        """Checkpoint: save_state into a temporary folder, then one rename; prune to the last K."""
+        root = out / CHECKPOINTS
+        final = root / f"step_{step:08d}"
+        accelerator.wait_for_everyone()
+        tmp = root / f".tmp-step_{step:08d}"
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if main:
+            ema_state = {k: v.detach().contiguous() for k, v in ema.model.state_dict().items()}
+            if not all(torch.isfinite(v).all() for v in ema_state.values() if v.is_floating_point()):
+                raise NonFiniteLossError("refusing to save non-finite EMA weights")
+            save_file(ema_state, str(tmp / EMA_FILE))
+            write_json(tmp / STATE_FILE, {"step": step, "images_seen": step * batch_images})
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in sorted(root.glob("step_*"))[:-tc.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, t0, world))
+        accelerator.wait_for_everyone()
+
+    def sample_grid(step: int) -> None:
+        import samplers
+        from samplers.grids import make_grid
+
+        from .model import Guided
+        from .noise import generators, randn_like
+
+        spec = samplers.get(tc.sample_sampler)
+        m = ema.model
+        ts = make_grid(spec.default_grid, m.path, tc.sample_steps)
+        gens = generators(range(tc.sample_count))
+        x = randn_like(torch.empty(tc.sample_count, 3, config.data.image_size, config.data.image_size), gens)
+        x = (x.double() * m.path.sigma(ts[0])).float().to(accelerator.device)
+        lab = torch.arange(tc.sample_count, device=x.device) % m.num_classes if m.num_classes else None
+        with torch.no_grad():
+            x = spec.fn(Guided(m, lab), x, ts, generator=gens)
+        save_png(image_grid(to_uint8(x)), out / "samples" / f"step_{step:08d}.png")
+
+    t0 = time.time()
+    bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=not (main and tc.progress),
+               dynamic_ncols=True, desc="train")
+    last_time, last_step, stopped = time.time(), start, False
+    model.train()
+    with _StopFlag() as stop:
+        for step in bar:
+            torch.manual_seed(step_seed(tc.seed, step, rank))
+            lr = learning_rate(tc.lr, tc.warmup_steps, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            losses = []
+            for micro in range(tc.grad_accum):
+                idx = batch_indices(step * tc.grad_accum + micro, len(images), tc.batch_size, world, rank, tc.seed)
+                x = to_model_range(images[idx]).to(accelerator.device)
+                if config.data.flip:
+                    x = random_flip(x)
+                lab = None
+                if unwrapped.num_classes:
+                    lab = labels[idx].to(accelerator.device)
+                    drop = torch.rand(lab.shape, device=lab.device) < tc.label_dropout
+                    lab = torch.where(drop, torch.full_like(lab, unwrapped.num_classes), lab)
+                sync = micro == tc.grad_accum - 1
+                with (accelerator.no_sync(model) if not sync else contextlib.nullcontext()), accelerator.autocast():
+                    loss = objective(forward, x, lab).mean()
+                    accelerator.backward(loss / tc.grad_accum)
+                losses.append(loss.detach().float())
+            loss = torch.stack(losses).mean()
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip else math.inf)
+            flags = torch.tensor([float(not (torch.isfinite(loss) and torch.isfinite(grad_norm))), float(stop.stop)],
+                                 device=accelerator.device)
+            flags = accelerator.reduce(flags, reduction="sum")
+            bad, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
+            if bad:
+                streak += 1
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.print(f"step {step + 1}: non-finite loss or gradient ({float(loss):.4g}); update skipped "
+                                  f"({streak}/{tc.max_nonfinite} in a row)")
+                if streak >= tc.max_nonfinite:
+                    accelerator.end_training()
+                    last = latest_checkpoint(out)
+                    raise NonFiniteLossError(
+                        f"{streak} non-finite steps in a row (last at step {step + 1}): training stopped. "
+                        f"Last good checkpoint: {last or 'none'}. Lower train.lr, set train.grad_clip, "
+                        f"or try train.mixed_precision = \"no\"; then rerun with --resume.")
+            else:
+                streak = 0
+                optimizer.step()
+                ema.update(unwrapped, (step + 1) * batch_images, batch_images)
+            done = step + 1
+            loss_all = float(accelerator.reduce(loss.reshape(1), reduction="mean"))
+            if main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": done, "loss": loss_all, "lr": lr,
+                                        "grad_norm": float(grad_norm), "skipped": bad}) + "\n")
+            if done % tc.log_every == 0 or done == tc.max_steps:
+                now = time.time()
+                ips = (done - last_step) * batch_images / max(now - last_time, 1e-9)
+                last_time, last_step = now, done
+                accelerator.log({"loss": loss_all, "lr": lr, "img_per_s": ips,
+                                 "grad_norm": float(grad_norm)}, step=done)
+                bar.set_postfix(loss=f"{loss_all:.4f}", img_s=f"{ips:.0f}")
+            if tc.sample_every and done % tc.sample_every == 0 and main:
+                sample_grid(done)
+            periodic = done % tc.checkpoint_every == 0 or done == tc.max_steps
+            if stopping or (periodic and streak == 0):  # no periodic checkpoint inside a non-finite streak
+                save(done)
+            if stopping:
+                accelerator.print(f"stop requested: checkpoint saved at step {done}; continue with --resume")
+                stopped = True
+                break
+    bar.close()
+    accelerator.end_training()
+    summary = {"step": last_step if stopped else tc.max_steps, "stopped_early": stopped, "output_dir": str(out),
+               "model": str(out / "model")}
+    return summary
+
+
+def _summary(config: Config, step: int, images_seen: int, t0: float, world: int) -> dict[str, Any]:
+    import platform
+
+    return {"steps": step, "images_seen": images_seen, "wall_time_s_this_session": round(time.time() - t0, 1),
+            "processes": world, "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "config": config.to_dict()}
+
+
+def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_scalars(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the step a run resumes from, so the log reads as one run."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genstudio train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Any config key can be overridden: --train.lr 1e-4, --data.source PATH, ...")
+    parser.add_argument("--config", help="TOML config file (see configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        config = load_config(args.config, rest)
+        validate(config)
+        run(config, resume=args.resume)
+    except (ConfigError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # data and checkpoint errors carry their own explanations
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

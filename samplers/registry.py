@@ -1,0 +1,59 @@
+"""The sampler registry: each sampler says what it needs from a model, and the API and the UI
+ask it which samplers can drive a given model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+SAMPLERS: dict[str, "SamplerSpec"] = {}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    fn: Callable
+    needs: str            # "field": any model that predicts (x0, eps, ...) at (x, t); "map": a jump (x, t) -> (x, s)
+    consumes: str         # the prediction type it asks the model for
+    stochastic: bool
+    nfe_per_step: int     # network evaluations per step (the last step may use fewer: see `nfe`)
+    paper: str
+    default_grid: str = "uniform"
+    last_step_saves: int = 0  # e.g. Heun's last step to t = 0 is an Euler step
+
+    def nfe(self, steps: int) -> int:
+        """Evaluations for `steps` steps of a grid that ends at t = 0."""
+        return steps * self.nfe_per_step - self.last_step_saves
+
+
+def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_step: int, paper: str,
+             default_grid: str = "uniform", last_step_saves: int = 0):
+    """Decorator: add a sampler with the shared signature
+    `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""
+    def wrap(fn: Callable) -> Callable:
+        if name in SAMPLERS:
+            raise ValueError(f"sampler {name!r} registered twice")
+        SAMPLERS[name] = SamplerSpec(name, fn, needs, consumes, stochastic, nfe_per_step, paper,
+                                     default_grid, last_step_saves)
+        return fn
+    return wrap
+
+
+def model_kind(model) -> str:
+    return getattr(model, "kind", "field")
+
+
+def compatible(model) -> list[str]:
+    """Names of the samplers that can drive `model` (a field model admits every field sampler)."""
+    kind = model_kind(model)
+    return [name for name, spec in SAMPLERS.items() if spec.needs == kind]
+
+
+def get(name: str, model=None) -> SamplerSpec:
+    """The spec of sampler `name`, checked against `model` when given."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
+    spec = SAMPLERS[name]
+    if model is not None and spec.needs != model_kind(model):
+        raise ValueError(f"sampler {name!r} needs a {spec.needs} model; this model is a {model_kind(model)}. "
+                         f"Samplers that can drive it: {', '.join(compatible(model))}")
+    return spec

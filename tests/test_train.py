@@ -1,0 +1,224 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import genstudio.train as train_mod
+from genstudio.checkpoint import load_model
+from genstudio.config import ConfigError, config_from_dict, load_config
+from genstudio.train import NonFiniteLossError, batch_indices, latest_checkpoint, run
+
+from .conftest import toy_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def losses(run_dir) -> dict[int, float]:
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["step"]] = rec["loss"]
+    return out
+
+
+def write_toml(path, cfg):
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(cfg))
+    return path
+
+
+def train_cmd(config_path, *extra):
+    return [sys.executable, "-m", "genstudio.train", "--config", str(config_path), *extra]
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_tiny_model_loss_falls_by_half(tmp_path, toy_data):
+    cfg = config_from_dict(toy_config(tmp_path, toy_data, max_steps=300, checkpoint_every=300, batch_size=16))
+    run(cfg)
+    ls = list(losses(tmp_path / "run").values())
+    first, last = sum(ls[:20]) / 20, sum(ls[-50:]) / 50
+    assert last < 0.5 * first, (first, last)
+    model, meta = load_model(tmp_path / "run" / "model")
+    assert meta["training"]["steps"] == 300 and meta["family"] == "diffusion"
+
+
+def test_sigkill_mid_epoch_then_resume_replays_the_same_losses(tmp_path, toy_data):
+    # 40 images, batch 8: 5 steps an epoch, so the checkpoint at step 8 is mid-epoch.
+    base = toy_config(tmp_path, toy_data, max_steps=30, checkpoint_every=8, keep_checkpoints=1)
+    base["train"]["output_dir"] = str(tmp_path / "straight")
+    run(config_from_dict(base))
+    want = losses(tmp_path / "straight")
+
+    base["train"]["output_dir"] = str(tmp_path / "killed")
+    cfg_path = write_toml(tmp_path / "killed.toml", base)
+    proc = subprocess.Popen(train_cmd(cfg_path), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 19:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = latest_checkpoint(tmp_path / "killed")
+    assert ckpt is not None and ckpt.name == "step_00000016", ckpt  # killed after 16, before 24
+    assert len(losses(tmp_path / "killed")) < 30
+
+    subprocess.run(train_cmd(cfg_path, "--resume"), env=env(), check=True, capture_output=True)
+    got = losses(tmp_path / "killed")
+    assert sorted(got) == list(range(1, 31))
+    assert got == want  # exactly equal, step by step
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, toy_data):
+    cfg = toy_config(tmp_path, toy_data, max_steps=400, checkpoint_every=1000)
+    cfg_path = write_toml(tmp_path / "c.toml", cfg)
+    proc = subprocess.Popen(train_cmd(cfg_path), env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "checkpoint saved" in output
+    ckpt = latest_checkpoint(tmp_path / "run")
+    step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    assert 5 <= step < 400 and max(losses(tmp_path / "run")) == step
+    res = subprocess.run(train_cmd(cfg_path, "--resume", "--train.max_steps", str(step + 3)), env=env(),
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"resumed from" in res.stdout + res.stderr and max(losses(tmp_path / "run")) == step + 3
+
+
+class NaNAt:
+    """Wraps an objective to return NaN on chosen calls (one call per step here)."""
+
+    def __init__(self, inner, bad_calls):
+        self.inner, self.bad, self.calls, self.family = inner, set(bad_calls), 0, inner.family
+
+    def __call__(self, model, x0, labels=None):
+        self.calls += 1
+        loss = self.inner(model, x0, labels)
+        return loss * float("nan") if self.calls in self.bad else loss
+
+
+def _patch_objective(monkeypatch, bad_calls):
+    real = train_mod.objective_from_config
+    monkeypatch.setattr(train_mod, "objective_from_config", lambda n, o: NaNAt(real(n, o), bad_calls))
+
+
+def test_single_nan_step_is_skipped_and_training_goes_on(tmp_path, toy_data, monkeypatch):
+    _patch_objective(monkeypatch, {6})
+    run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=10)))
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in recs] == [i == 6 for i in range(1, 11)]
+    model, _ = load_model(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, toy_data, monkeypatch):
+    _patch_objective(monkeypatch, set(range(7, 100)))
+    with pytest.raises(NonFiniteLossError, match="3 non-finite steps in a row.*step_00000004"):
+        run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=12, max_nonfinite=3, keep_checkpoints=1)))
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step_00000004"
+    for f in ("model.safetensors", "ema.safetensors"):
+        assert all(torch.isfinite(v).all() for v in load_file(str(ckpt / f)).values())
+    load_model(tmp_path / "run" / "model")
+
+
+def test_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, toy_data, monkeypatch):
+    from accelerate import Accelerator
+
+    real_save = Accelerator.save_state
+    calls = {"n": 0}
+
+    def flaky_save(self, output_dir=None, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real_save(self, output_dir, **kw)
+            raise KeyboardInterrupt("killed during save")  # after the files, before the rename
+        return real_save(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", flaky_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(config_from_dict(toy_config(tmp_path, toy_data, keep_checkpoints=1)))
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000004"
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    run(config_from_dict(toy_config(tmp_path, toy_data, keep_checkpoints=1)), resume=True)
+    assert sorted(losses(tmp_path / "run")) == list(range(1, 13))
+
+
+def test_data_order_is_a_pure_function_of_step_and_covers_each_epoch():
+    per_epoch = [batch_indices(m, 40, 4, 2, r, seed=3) for m in range(5) for r in range(2)]
+    assert sorted(torch.cat(per_epoch).tolist()) == list(range(40))
+    assert torch.equal(batch_indices(7, 40, 4, 2, 1, 3), batch_indices(7, 40, 4, 2, 1, 3))
+    assert not torch.equal(batch_indices(0, 40, 4, 2, 0, 3), batch_indices(5, 40, 4, 2, 0, 3))
+
+
+def test_two_process_cpu_run_trains_and_checkpoints(tmp_path, toy_data):
+    cfg = toy_config(tmp_path, toy_data, max_steps=6, checkpoint_every=3, batch_size=4)
+    cfg_path = write_toml(tmp_path / "c.toml", cfg)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genstudio.train", "--config", str(cfg_path)]
+    res = subprocess.run(cmd, env={**env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step_00000006"
+    assert (ckpt / "random_states_1.pkl").exists()  # both processes saved their state
+    assert json.loads((ckpt / "trainer_state.json").read_text())["images_seen"] == 6 * 4 * 2
+    load_model(tmp_path / "run" / "model")
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--train.lr_typo", "1"], "unknown key in \\[train\\] 'lr_typo'"),
+    (["--trian.lr", "1"], "did you mean 'train'"),
+    (["--train.batch_size", "0"], "train.batch_size must be > 0"),
+    (["--train.batch_size", "8.5"], "train.batch_size must be int"),
+    (["--train.mixed_precision", "fp8"], "must be one of"),
+    (["--model.path.name", "vq"], "unknown noise path 'vq'"),
+    (["--model.prediction", "noise"], "unknown prediction type"),
+    (["--model.network", "huge"], "must be one of"),
+    (["--objective.name", "gan"], "unknown objective"),
+    (["--objective.options.P_mean2", "1"], "no option"),
+    (["--model.unet.no_such_arg", "1"], "bad UNet2DModel settings"),
+    (["--train.ema_decay", "1.5"], "ema_decay must be in"),
+    (["train.lr=1"], "overrides look like"),
+])
+def test_bad_config_is_a_clear_error_before_any_work(tmp_path, override, message, capsys):
+    cfg_path = write_toml(tmp_path / "c.toml", toy_config(tmp_path, tmp_path / "no-such-data"))
+    code = train_mod.main(["--config", str(cfg_path), *override])
+    err = capsys.readouterr().err
+    assert code == 2 and pytest.importorskip("re").search(message, err), err
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_overrides_reach_the_config_and_shipped_configs_validate():
+    cfg = load_config(ROOT / "configs" / "ddpm_cifar10.toml", ["--train.lr=1e-5", "--model.path.num_steps", "500",
+                                                             "--train.adam_betas", "[0.9, 0.99]"])
+    assert cfg.train.lr == 1e-5 and cfg.model.path == {"name": "vp_discrete", "num_steps": 500, "beta_start": 1e-4,
+                                                       "beta_end": 0.02}
+    assert cfg.train.adam_betas == [0.9, 0.99]
+    for path in sorted((ROOT / "configs").glob("*.toml")):
+        train_mod.validate(load_config(path))
+
+
+def test_bad_data_source_is_a_clear_error(tmp_path):
+    cfg = config_from_dict(toy_config(tmp_path, tmp_path / "missing"))
+    with pytest.raises(ValueError, match="missing"):
+        run(cfg)
+
+
+def test_config_error_type():
+    assert issubclass(ConfigError, ValueError)
