@@ -59,8 +59,7 @@ def validate(config: Config) -> None:
         raise ConfigError(str(e)) from None
     import samplers
 
-    if config.train.sample_every:
-        samplers.get(config.train.sample_sampler)
+    samplers.get(config.train.sample_sampler)
 
 
 def batch_indices(micro_step: int, n: int, batch: int, world: int, rank: int, seed: int) -> torch.Tensor:
@@ -127,12 +126,14 @@ class _StopFlag:
 def run(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train as configured; returns a summary. Raises NonFiniteLossError if training diverges."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration
     from tqdm.auto import tqdm
 
     validate(config)
     tc = config.train
     out = Path(tc.output_dir)
+    AcceleratorState._reset_state()  # let one process run() several configs (its mixed precision is per run)
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision, log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
@@ -174,6 +175,10 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
         accelerator.init_trackers("train", config=_flat_scalars(config.to_dict()))
 
     batch_images = tc.batch_size * world * tc.grad_accum
+    import samplers
+
+    defaults = {"sampler": tc.sample_sampler, "steps": tc.sample_steps,
+                "grid": samplers.get(tc.sample_sampler).default_grid}
     unwrapped = accelerator.unwrap_model(model)
     forward = _Distributed(model, unwrapped)
 
@@ -199,7 +204,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             tmp.rename(final)
             for old in sorted(root.glob("step_*"))[:-tc.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, t0, world))
+            export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, t0, world),
+                         defaults=defaults)
         accelerator.wait_for_everyone()
 
     def sample_grid(step: int) -> None:
@@ -223,7 +229,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     t0 = time.time()
     bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=not (main and tc.progress),
                dynamic_ncols=True, desc="train")
-    last_time, last_step, stopped = time.time(), start, False
+    last_time, last_step, stopped, done = time.time(), start, False, start
     model.train()
     with _StopFlag() as stop:
         for step in bar:
@@ -294,9 +300,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                 break
     bar.close()
     accelerator.end_training()
-    summary = {"step": last_step if stopped else tc.max_steps, "stopped_early": stopped, "output_dir": str(out),
-               "model": str(out / "model")}
-    return summary
+    return {"step": done, "stopped_early": stopped, "output_dir": str(out), "model": str(out / "model")}
 
 
 def _summary(config: Config, step: int, images_seen: int, t0: float, world: int) -> dict[str, Any]:

@@ -222,3 +222,15 @@ def test_bad_data_source_is_a_clear_error(tmp_path):
 
 def test_config_error_type():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("settings", [{"grad_accum": 2}, {"mixed_precision": "bf16"}, {"warmup_steps": 4}])
+def test_accumulation_bf16_and_warmup_run(tmp_path, toy_data, settings):
+    run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=3, **settings)))
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 3 and all(r["loss"] == r["loss"] and not r["skipped"] for r in recs)
+    if "warmup_steps" in settings:
+        assert [r["lr"] for r in recs] == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    _, meta = load_model(tmp_path / "run")
+    assert meta["training"]["images_seen"] == 3 * 8 * settings.get("grad_accum", 1)
+    assert meta["defaults"] == {"sampler": "heun", "steps": 18, "grid": "karras"}
