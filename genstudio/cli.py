@@ -1,4 +1,4 @@
-"""The `genstudio` command: train | sample | info."""
+"""The `genstudio` command: train | sample | info | export."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .publish import publish
+
+    dest = publish(args.run, args.to, grid_images=args.grid_images)
+    print(f"{args.run} -> {dest} (model, samples.png, metrics.json)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":  # everything after "train" belongs to the trainer's own parser
@@ -67,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="describe a checkpoint and the samplers that can drive it")
     p.add_argument("checkpoint", nargs="?")
     p.set_defaults(fn=cmd_info)
+
+    p = sub.add_parser("export", help="ship a training run as a checkpoint folder with samples.png and metrics.json")
+    p.add_argument("run", help="training run folder (its model/ is exported) or an exported model folder")
+    p.add_argument("--to", required=True, help="destination, e.g. checkpoints/my_model")
+    p.add_argument("--grid-images", type=int, default=100)
+    p.set_defaults(fn=cmd_export)
 
     args = parser.parse_args(argv)
     try:

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -158,14 +159,14 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(accelerator.device)
 
-    start, streak = 0, 0
+    start, streak, prior_wall = 0, 0, 0.0
     if main:
         out.mkdir(parents=True, exist_ok=True)
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         accelerator.load_state(str(ckpt))
         ema.model.load_state_dict(load_file(str(ckpt / EMA_FILE), device=str(accelerator.device)))
         state = json.loads((ckpt / STATE_FILE).read_text())
-        start = state["step"]
+        start, prior_wall = state["step"], state.get("wall_time_s", 0.0)
         accelerator.print(f"resumed from {ckpt} at step {start}")
     elif resume:
         accelerator.print(f"no checkpoint in {out / CHECKPOINTS}: starting from scratch")
@@ -199,12 +200,13 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             if not all(torch.isfinite(v).all() for v in ema_state.values() if v.is_floating_point()):
                 raise NonFiniteLossError("refusing to save non-finite EMA weights")
             save_file(ema_state, str(tmp / EMA_FILE))
-            write_json(tmp / STATE_FILE, {"step": step, "images_seen": step * batch_images})
+            wall = round(prior_wall + time.time() - t0, 1)
+            write_json(tmp / STATE_FILE, {"step": step, "images_seen": step * batch_images, "wall_time_s": wall})
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in sorted(root.glob("step_*"))[:-tc.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, t0, world),
+            export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, wall, world),
                          defaults=defaults)
         accelerator.wait_for_everyone()
 
@@ -280,7 +282,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             loss_all = float(accelerator.reduce(loss.reshape(1), reduction="mean"))
             if main:
                 with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": done, "loss": loss_all, "lr": lr,
+                    f.write(json.dumps({"step": done, "time": round(time.time(), 2), "loss": loss_all, "lr": lr,
                                         "grad_norm": float(grad_norm), "skipped": bad}) + "\n")
             if done % tc.log_every == 0 or done == tc.max_steps:
                 now = time.time()
@@ -303,12 +305,22 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     return {"step": done, "stopped_early": stopped, "output_dir": str(out), "model": str(out / "model")}
 
 
-def _summary(config: Config, step: int, images_seen: int, t0: float, world: int) -> dict[str, Any]:
-    import platform
+def hardware() -> str:
+    """A one-line description of the device this process computes on."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = "CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
-    return {"steps": step, "images_seen": images_seen, "wall_time_s_this_session": round(time.time() - t0, 1),
-            "processes": world, "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "config": config.to_dict()}
+
+def _summary(config: Config, step: int, images_seen: int, wall_time_s: float, world: int) -> dict[str, Any]:
+    return {"steps": step, "images_seen": images_seen, "wall_time_s": wall_time_s, "processes": world,
+            "hardware": hardware(), "torch": torch.__version__, "config": config.to_dict()}
 
 
 def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -128,3 +128,12 @@ def test_cli_sample_writes_grid_and_pngs_and_info(tmp_path, exported, capsys):
     assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["num_classes"] == 2
     assert cli.main(["sample", str(tmp_path / "missing")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_export_command_ships_a_run_with_its_card(tmp_path, exported):
+    dest = tmp_path / "shipped"
+    assert cli.main(["export", str(exported[1]), "--to", str(dest), "--grid-images", "4"]) == 0
+    metrics = json.loads((dest / "metrics.json").read_text())
+    assert metrics["sampling"]["nfe"] == 7 and metrics["sampling"]["steps"] == 4  # heun, 4 steps
+    assert (dest / "samples.png").is_file()
+    load_model(dest)

@@ -234,3 +234,11 @@ def test_accumulation_bf16_and_warmup_run(tmp_path, toy_data, settings):
     _, meta = load_model(tmp_path / "run")
     assert meta["training"]["images_seen"] == 3 * 8 * settings.get("grad_accum", 1)
     assert meta["defaults"] == {"sampler": "heun", "steps": 18, "grid": "karras"}
+
+
+def test_genstudio_train_command_runs_the_same_loop(tmp_path, toy_data):
+    from genstudio import cli
+
+    cfg_path = write_toml(tmp_path / "c.toml", toy_config(tmp_path, toy_data))
+    assert cli.main(["train", "--config", str(cfg_path), "--train.max_steps", "2"]) == 0
+    assert sorted(losses(tmp_path / "run")) == [1, 2]
