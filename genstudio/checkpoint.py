@@ -102,6 +102,9 @@ def load_model(folder: str | Path, device: str | torch.device | None = None,
     folder = Path(folder)
     if (folder / "model" / META_FILE).is_file() and not (folder / META_FILE).is_file():
         folder = folder / "model"  # a training run folder
+    if not (folder / META_FILE).is_file() and (folder / "model_index.json").is_file():
+        from .interop import load_diffusers_pipeline  # a diffusers DDPM/DDIM pipeline folder
+        return load_diffusers_pipeline(folder, device=device, dtype=dtype)
     meta = read_meta(folder)
     unet_dir = folder / "unet"
     if not (unet_dir / "config.json").is_file() or not list(unet_dir.glob("*.safetensors")):

@@ -31,7 +31,7 @@ def ddim_step(model, x: Tensor, t: Tensor, s: Tensor, eta: float, generator, cli
     return x_s, x0
 
 
-@register(name="ddim", needs="field", consumes="x0", stochastic=False, nfe_per_step=1,
+@register(name="ddim", needs="field", consumes="x0", stochastic=False, nfe_per_step=1, invertible=True,
           paper="Song, Meng & Ermon 2021, DDIM, Eq. 12")
 def sample_ddim(model, x, ts, *, generator=None, callback=None, eta: float = 0.0, clip_denoised: bool = False):
     """DDIM; eta = 0 is deterministic, eta = 1 is DDPM's ancestral sampler."""

@@ -15,25 +15,26 @@ class SamplerSpec:
     needs: str            # "field": any model that predicts (x0, eps, ...) at (x, t); "map": a jump (x, t) -> (x, s)
     consumes: str         # the prediction type it asks the model for
     stochastic: bool
-    nfe_per_step: int     # network evaluations per step (the last step may use fewer: see `nfe`)
+    nfe_per_step: int | None  # network evaluations per step; None: adaptive, the run's counter says
     paper: str
     default_grid: str = "uniform"
     last_step_saves: int = 0  # e.g. Heun's last step to t = 0 is an Euler step
+    invertible: bool = False  # deterministic and runs just as well from data to noise (ODE inversion)
 
-    def nfe(self, steps: int) -> int:
-        """Evaluations for `steps` steps of a grid that ends at t = 0."""
-        return steps * self.nfe_per_step - self.last_step_saves
+    def nfe(self, steps: int) -> int | None:
+        """Evaluations for `steps` steps of a grid that ends at t = 0 (None for adaptive solvers)."""
+        return None if self.nfe_per_step is None else steps * self.nfe_per_step - self.last_step_saves
 
 
-def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_step: int, paper: str,
-             default_grid: str = "uniform", last_step_saves: int = 0):
+def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
+             default_grid: str = "uniform", last_step_saves: int = 0, invertible: bool = False):
     """Decorator: add a sampler with the shared signature
     `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""
     def wrap(fn: Callable) -> Callable:
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} registered twice")
         SAMPLERS[name] = SamplerSpec(name, fn, needs, consumes, stochastic, nfe_per_step, paper,
-                                     default_grid, last_step_saves)
+                                     default_grid, last_step_saves, invertible)
         return fn
     return wrap
 

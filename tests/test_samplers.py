@@ -45,7 +45,7 @@ def test_sampler_reaches_gaussian_mean_and_covariance(name, path_name):
     assert abs(float(cov[0, 1])) < 0.01
 
 
-@pytest.mark.parametrize("name, order", [("euler", 1), ("ddim", 1), ("heun", 2)])
+@pytest.mark.parametrize("name, order", [("euler", 1), ("ddim", 1), ("heun", 2), ("midpoint", 2), ("rk4", 4)])
 @pytest.mark.parametrize("path", [EDMPath(), LinearPath()], ids=lambda p: p.name)
 def test_ode_sampler_error_falls_at_its_order(name, order, path):
     # On Gaussian data the flow has a closed form, so the global error of N steps is exact;
@@ -73,7 +73,7 @@ def test_ddim_equals_euler_on_the_linear_path():
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["ddim", "euler", "heun", "ddpm"])
+@pytest.mark.parametrize("name", ["ddim", "euler", "heun", "ddpm", "midpoint", "rk4"])
 def test_nfe_reported_equals_calls(name):
     path = EDMPath()
     model = Guided(gaussian(path, MEAN, VAR))

@@ -1,0 +1,25 @@
+"""Multistep consistency sampling (Song et al. 2023, Consistency Models, Alg. 1): jump to data,
+re-noise to the next time with fresh noise, jump again. A field model jumps with one
+x0 prediction (a single DDIM step to t = 0); since that is the posterior mean rather than a sample,
+on a field the scheme is a fast approximation, exact only for a true consistency map."""
+from __future__ import annotations
+
+from genstudio.noise import randn_like
+from genstudio.paths import expand
+
+from .registry import register
+
+
+@register(name="consistency", needs="field", consumes="x0", stochastic=True, nfe_per_step=1,
+          paper="Song et al. 2023, Consistency Models, Alg. 1", default_grid="karras")
+def sample_consistency(model, x, ts, *, generator=None, callback=None):
+    """x0 = f(x, t_i); x = alpha(t_{i+1}) x0 + sigma(t_{i+1}) z; the grid's times are the jump points."""
+    ts = ts.to(x.dtype)
+    path = model.path
+    for i in range(len(ts) - 1):
+        x0 = model.x0(x, ts[i])
+        s = ts[i + 1]
+        x = x0 if s == 0 else expand(path.alpha(s), x) * x0 + expand(path.sigma(s), x) * randn_like(x, generator)
+        if callback:
+            callback(i=i, t=s, x=x, x0=x0)
+    return x
