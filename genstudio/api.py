@@ -82,12 +82,17 @@ class Pipeline:
         return samplers.compatible(self.model)
 
     def defaults(self) -> dict[str, Any]:
+        """The checkpoint's recommended sampler, steps and grid."""
         d = {"sampler": "heun", "steps": 18, **self.meta.get("defaults", {})}
-        d.setdefault("grid", samplers.get(d["sampler"]).default_grid)
+        d.setdefault("grid", self.grid_for(d["sampler"]))
         return d
 
-    def time_grid(self, sampler: str, steps: int, grid: str | None = None, **grid_opts) -> torch.Tensor:
-        return make_grid(grid or samplers.get(sampler).default_grid, self.model.path, steps, **grid_opts)
+    def grid_for(self, sampler: str) -> str:
+        """The time grid `sampler` uses on this model when none is given."""
+        d = self.meta.get("defaults", {})
+        if sampler == d.get("sampler") and d.get("grid"):
+            return d["grid"]
+        return samplers.default_grid(samplers.get(sampler), self.model.path)
 
     @torch.no_grad()
     def generate(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int | Sequence[int] = 0,
@@ -99,8 +104,8 @@ class Pipeline:
         sampler = sampler or d["sampler"]
         steps = int(steps if steps is not None else d["steps"])
         spec = samplers.get(sampler, self.model)
-        grid = grid or (d["grid"] if sampler == d["sampler"] else spec.default_grid)
-        ts = self.time_grid(sampler, steps, grid)
+        grid = grid or self.grid_for(sampler)
+        ts = make_grid(grid, self.model.path, steps)
         seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
         if n < 1 or len(seeds) != n:
             raise ValueError(f"need n >= 1 and one seed per image; got n={n}, {len(seeds)} seeds")

@@ -43,6 +43,7 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)
         old = None
         if final.exists():
             old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -53,6 +54,21 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fsync_tree(folder: str | Path, files: bool = True) -> None:
+    """Flush a folder's files (and the folder entry itself) to disk, so a rename after it is durable."""
+    folder = Path(folder)
+    if files:
+        for p in folder.rglob("*"):
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -85,16 +85,12 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}
 _CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): ("tiny", "small", "ddpm")}
 _POSITIVE = {("train", k) for k in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
                                     "log_every", "sample_steps", "sample_count", "max_nonfinite")} | {("data", "image_size")}
 _NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",
                                        "ema_rampup_ratio", "sample_every")} | {("data", "limit"), ("model", "num_classes")}
-
-
-def _section_class(name: str):
-    return {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}[name]
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
@@ -107,6 +103,8 @@ def _check_type(section: str, key: str, value: Any, expected: type) -> Any:
     where = f"{section}.{key}"
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # --data.source 2024 names a folder, not a number
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{where} must be {expected.__name__}, got {type(value).__name__} {value!r}")
     if (section, key) in _CHOICES and value not in _CHOICES[section, key]:
@@ -129,7 +127,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             raise _unknown("config section", section, list(_SECTIONS))
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
-        cls = _section_class(section)
+        cls = _SECTIONS[section]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         target = getattr(config, section)
         for key, value in values.items():
@@ -139,6 +137,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             setattr(target, key, _check_type(section, key, value, expected))
     if config.train.ema_half_life_kimg == 0 and not 0 < config.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in (0, 1) when train.ema_half_life_kimg is 0, got {config.train.ema_decay}")
+    betas = config.train.adam_betas
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"train.adam_betas must be two numbers in [0, 1), got {betas!r}")
     if not 0 <= config.train.label_dropout < 1:
         raise ConfigError(f"train.label_dropout must be in [0, 1), got {config.train.label_dropout}")
     return config

@@ -38,12 +38,17 @@ class Model(nn.Module):
         return self.num_classes
 
     def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
-        """The native prediction at (x, t); t is a scalar or per-sample (B,)."""
+        """The native prediction at (x, t); t is a scalar or per-sample (B,).
+
+        Times and scalings stay in x's precision; only the network runs in its own dtype, so a
+        half-precision network never quantizes t (DDPM's t = 1..1000 would lose steps in bf16)."""
         t = expand(t, x)
         c_skip, c_out, c_in, c_noise = self.precond.scalings(self.path, t)
         if self.num_classes and labels is None:
             labels = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
-        return c_skip * x + c_out * self.network(c_in * x, c_noise, labels)
+        net_dtype = next(self.network.parameters()).dtype
+        out = self.network((c_in * x).to(net_dtype), c_noise, labels)
+        return c_skip * x + c_out * out.to(x.dtype)
 
     def spec(self) -> dict[str, Any]:
         """What genstudio.json records about the model (the network's own config is saved with it)."""

@@ -54,7 +54,7 @@ class UNetBackbone(nn.Module):
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is not None and self.unet.config.num_class_embeds is None:
             raise ValueError("class labels given to an unconditional network")
-        return self.unet(x, c_noise.to(x.dtype), class_labels=labels).sample
+        return self.unet(x, c_noise.float(), class_labels=labels).sample  # the time embedding runs in float32
 
     def save(self, folder: str | Path) -> None:
         self.unet.save_pretrained(str(folder), safe_serialization=True)

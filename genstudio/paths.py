@@ -8,6 +8,7 @@ configuration, so `path_to_config` / `path_from_config` round-trip them through 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ class NoisePath:
     """Base class: subclasses define alpha, sigma, d_alpha, d_sigma and t_from_logsnr."""
 
     name: ClassVar[str]
+    default_grid: ClassVar[str] = "uniform"  # the time grid samplers use unless told otherwise
     t_min: float
     t_max: float
 
@@ -72,6 +74,7 @@ class EDMPath(NoisePath):
     """EDM: x_t = x0 + t eps, sigma(t) = t (Karras et al. 2022, Sec. 3)."""
 
     name: ClassVar[str] = "edm"
+    default_grid: ClassVar[str] = "karras"
     t_min: float = 0.002
     t_max: float = 80.0
 
@@ -88,6 +91,7 @@ class VEPath(NoisePath):
     """VE / NCSN: alpha = 1, sigma(t) = sigma_min (sigma_max / sigma_min)^t, t in [0, 1] (Song et al. 2021, Eq. 31)."""
 
     name: ClassVar[str] = "ve"
+    default_grid: ClassVar[str] = "karras"
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     t_min: float = 1e-3
@@ -110,6 +114,7 @@ class VPLinearPath(NoisePath):
     """VP with linear beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1] (Song et al. 2021, Eq. 33)."""
 
     name: ClassVar[str] = "vp_linear"
+    default_grid: ClassVar[str] = "logsnr"
     beta_min: float = 0.1
     beta_max: float = 20.0
     t_min: float = 1e-3
@@ -142,6 +147,7 @@ class VPCosinePath(NoisePath):
     """VP cosine schedule: alpha(t) = cos((t + s)/(1 + s) pi/2) / cos(s/(1 + s) pi/2) (Nichol & Dhariwal 2021, Eq. 17)."""
 
     name: ClassVar[str] = "vp_cosine"
+    default_grid: ClassVar[str] = "logsnr"
     s: float = 0.008
     t_min: float = 1e-3
     t_max: float = 0.999  # alpha(1) = 0: stop just short of it, as iDDPM clips beta at 0.999
@@ -171,6 +177,7 @@ class VPDiscretePath(NoisePath):
     """
 
     name: ClassVar[str] = "vp_discrete"
+    default_grid: ClassVar[str] = "ddpm"
     num_steps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -183,9 +190,7 @@ class VPDiscretePath(NoisePath):
 
     def _table(self, device, dtype) -> Tensor:
         """log alpha at k = 0..N (float64 cumulative sum, then cast)."""
-        betas = torch.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=torch.float64)
-        log_alpha = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
-        return log_alpha.to(device=device, dtype=dtype)
+        return _ddpm_log_alpha(self.num_steps, self.beta_start, self.beta_end).to(device=device, dtype=dtype)
 
     def _log_alpha_and_slope(self, t):
         t = _t(t)
@@ -220,6 +225,12 @@ class VPDiscretePath(NoisePath):
     def training_times(self, u):
         """Integer t uniform in 1..num_steps (Ho et al. 2020, Alg. 1)."""
         return torch.floor(u * self.num_steps) + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _ddpm_log_alpha(num_steps: int, beta_start: float, beta_end: float) -> Tensor:
+    betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    return torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 (`samples.png`) and `metrics.json` (how it was trained, how fast it samples, what it scored)."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -16,13 +15,12 @@ from .images import image_grid, save_png
 
 
 def _loss_summary(run_dir: Path, last: int = 200) -> dict[str, Any]:
+    from .train import read_jsonl
+
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return {}
-    recs = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        recs[rec["step"]] = rec
+    recs = {rec["step"]: rec for rec in read_jsonl(path)}
     tail = [r["loss"] for _, r in sorted(recs.items())[-last:] if not r.get("skipped")]
     return {f"mean_loss_last_{len(tail)}_steps": sum(tail) / max(len(tail), 1)}
 

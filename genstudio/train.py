@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import atomic_folder, export_model, write_json
+from .checkpoint import CheckpointError, export_model, fsync_tree, write_json
 from .config import Config, ConfigError, load_config
 from .data import load_images, random_flip, to_model_range
 from .ema import EMA
@@ -52,15 +52,24 @@ def build_model(config: Config) -> Model:
                  precond_from_config(m.precond), m.num_classes, family=objective.family)
 
 
-def validate(config: Config) -> None:
-    """Everything that can be checked before any work starts."""
-    try:
-        build_model(config)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from None
+def validate(config: Config) -> Model:
+    """Everything that can be checked before any work starts; returns the model the config builds."""
     import samplers
 
-    samplers.get(config.train.sample_sampler)
+    try:
+        model = build_model(config)
+        samplers.get(config.train.sample_sampler, model)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+    levels = len(model.network.unet.config.block_out_channels) - 1
+    if config.data.image_size % 2**levels:
+        raise ConfigError(f"data.image_size = {config.data.image_size} must be divisible by {2**levels} "
+                          f"(the network downsamples {levels} times)")
+    loss_sd = config.objective.options.get("sigma_data")
+    precond_sd = getattr(model.precond, "sigma_data", None)
+    if loss_sd is not None and precond_sd is not None and loss_sd != precond_sd:
+        raise ConfigError(f"objective sigma_data = {loss_sd} but the preconditioning's is {precond_sd}")
+    return model
 
 
 def batch_indices(micro_step: int, n: int, batch: int, world: int, rank: int, seed: int) -> torch.Tensor:
@@ -131,9 +140,13 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     from accelerate.utils import ProjectConfiguration
     from tqdm.auto import tqdm
 
-    validate(config)
+    torch.manual_seed(config.train.seed)  # the initial weights
+    model = validate(config)
     tc = config.train
     out = Path(tc.output_dir)
+    if not resume and latest_checkpoint(out) is not None:
+        raise ConfigError(f"{out} already holds checkpoints of a run: continue it with --resume, "
+                          f"or choose another train.output_dir")
     AcceleratorState._reset_state()  # let one process run() several configs (its mixed precision is per run)
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision, log_with="tensorboard",
@@ -141,8 +154,6 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
 
-    torch.manual_seed(tc.seed)  # the initial weights
-    model = build_model(config)
     objective = objective_from_config(config.objective.name, config.objective.options)
     ema = EMA(model, tc.ema_half_life_kimg, tc.ema_rampup_ratio, 0.0 if tc.ema_half_life_kimg else tc.ema_decay)
     with accelerator.main_process_first():
@@ -162,11 +173,20 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     start, streak, prior_wall = 0, 0, 0.0
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / CHECKPOINTS).glob(".tmp-step_*"):  # a save that was interrupted
+            shutil.rmtree(stale, ignore_errors=True)
     if resume and (ckpt := latest_checkpoint(out)) is not None:
-        accelerator.load_state(str(ckpt))
-        ema.model.load_state_dict(load_file(str(ckpt / EMA_FILE), device=str(accelerator.device)))
         state = json.loads((ckpt / STATE_FILE).read_text())
-        start, prior_wall = state["step"], state.get("wall_time_s", 0.0)
+        saved = state.get("model_config")
+        if saved is not None and saved != config.to_dict()["model"]:
+            raise ConfigError(f"cannot resume {ckpt}: it was trained with [model] {saved}, "
+                              f"not {config.to_dict()['model']}")
+        try:
+            accelerator.load_state(str(ckpt))
+            ema.model.load_state_dict(load_file(str(ckpt / EMA_FILE), device=str(accelerator.device)))
+        except Exception as e:  # torch/safetensors errors: say which checkpoint and what broke
+            raise CheckpointError(f"cannot resume from {ckpt}: {type(e).__name__}: {e}") from None
+        start, prior_wall, streak = state["step"], state.get("wall_time_s", 0.0), state.get("nonfinite_streak", 0)
         accelerator.print(f"resumed from {ckpt} at step {start}")
     elif resume:
         accelerator.print(f"no checkpoint in {out / CHECKPOINTS}: starting from scratch")
@@ -178,15 +198,19 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     batch_images = tc.batch_size * world * tc.grad_accum
     import samplers
 
-    defaults = {"sampler": tc.sample_sampler, "steps": tc.sample_steps,
-                "grid": samplers.get(tc.sample_sampler).default_grid}
     unwrapped = accelerator.unwrap_model(model)
+    defaults = {"sampler": tc.sample_sampler, "steps": tc.sample_steps,
+                "grid": samplers.default_grid(samplers.get(tc.sample_sampler), unwrapped.path)}
     forward = _Distributed(model, unwrapped)
 
     def save(step: int) -> None:
         """Checkpoint: save_state into a temporary folder, then one rename; prune to the last K."""
         root = out / CHECKPOINTS
         final = root / f"step_{step:08d}"
+        ema_state = {k: v.detach().contiguous() for k, v in ema.model.state_dict().items()}
+        finite = all(bool(torch.isfinite(v).all()) for v in ema_state.values() if v.is_floating_point())
+        if not finite:  # every rank holds the same EMA, so every rank stops here
+            raise NonFiniteLossError(f"refusing to save non-finite EMA weights at step {step}")
         accelerator.wait_for_everyone()
         tmp = root / f".tmp-step_{step:08d}"
         if main:
@@ -196,14 +220,14 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if main:
-            ema_state = {k: v.detach().contiguous() for k, v in ema.model.state_dict().items()}
-            if not all(torch.isfinite(v).all() for v in ema_state.values() if v.is_floating_point()):
-                raise NonFiniteLossError("refusing to save non-finite EMA weights")
             save_file(ema_state, str(tmp / EMA_FILE))
             wall = round(prior_wall + time.time() - t0, 1)
-            write_json(tmp / STATE_FILE, {"step": step, "images_seen": step * batch_images, "wall_time_s": wall})
+            write_json(tmp / STATE_FILE, {"step": step, "images_seen": step * batch_images, "wall_time_s": wall,
+                                          "nonfinite_streak": streak, "model_config": config.to_dict()["model"]})
+            fsync_tree(tmp)  # durable before it becomes visible
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
+            fsync_tree(root, files=False)
             for old in sorted(root.glob("step_*"))[:-tc.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, wall, world),
@@ -219,7 +243,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
 
         spec = samplers.get(tc.sample_sampler)
         m = ema.model
-        ts = make_grid(spec.default_grid, m.path, tc.sample_steps)
+        ts = make_grid(samplers.default_grid(spec, m.path), m.path, tc.sample_steps)
         gens = generators(range(tc.sample_count))
         x = randn_like(torch.empty(tc.sample_count, 3, config.data.image_size, config.data.image_size), gens)
         x = (x.double() * m.path.sigma(ts[0])).float().to(accelerator.device)
@@ -258,11 +282,16 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                 losses.append(loss.detach().float())
             loss = torch.stack(losses).mean()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip else math.inf)
-            flags = torch.tensor([float(not (torch.isfinite(loss) and torch.isfinite(grad_norm))), float(stop.stop)],
-                                 device=accelerator.device)
-            flags = accelerator.reduce(flags, reduction="sum")
-            bad, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
-            if bad:
+            flags = torch.tensor([float(not torch.isfinite(loss)), float(not torch.isfinite(grad_norm)),
+                                  float(stop.stop)], device=accelerator.device)
+            loss_bad, grad_bad, stopping = (bool(f > 0) for f in accelerator.reduce(flags, reduction="sum"))
+            bad = loss_bad or grad_bad
+            overflow = grad_bad and not loss_bad and accelerator.scaler is not None  # fp16 loss scaling
+            if bad and accelerator.scaler is not None:
+                optimizer.step()  # the GradScaler skips the update and lowers its scale
+            if overflow:
+                accelerator.print(f"step {step + 1}: fp16 gradient overflow; update skipped, loss scale lowered")
+            elif bad:
                 streak += 1
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.print(f"step {step + 1}: non-finite loss or gradient ({float(loss):.4g}); update skipped "
@@ -274,7 +303,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                         f"{streak} non-finite steps in a row (last at step {step + 1}): training stopped. "
                         f"Last good checkpoint: {last or 'none'}. Lower train.lr, set train.grad_clip, "
                         f"or try train.mixed_precision = \"no\"; then rerun with --resume.")
-            else:
+            if not bad:
                 streak = 0
                 optimizer.step()
                 ema.update(unwrapped, (step + 1) * batch_images, batch_images)
@@ -340,8 +369,19 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past the step a run resumes from, so the log reads as one run."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in lines))
+    records = read_jsonl(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= step))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, skipping a line cut short by a crash."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,13 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
     args, rest = parser.parse_known_args(argv)
     try:
-        config = load_config(args.config, rest)
-        validate(config)
-        run(config, resume=args.resume)
-    except (ConfigError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # data and checkpoint errors carry their own explanations
+        run(load_config(args.config, rest), resume=args.resume)
+    except (ValueError, NonFiniteLossError) as e:  # config, data and checkpoint errors explain themselves
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -9,8 +9,7 @@ from .registry import register
 
 
 @register(name="dopri5", needs="field", consumes="velocity", stochastic=False, nfe_per_step=None,
-          paper="Dormand-Prince RK45 via torchdiffeq (Chen et al. 2018); as in Song et al. 2021, Sec. 4.3",
-          default_grid="uniform")
+          paper="Dormand-Prince RK45 via torchdiffeq (Chen et al. 2018); as in Song et al. 2021, Sec. 4.3")
 def sample_dopri5(model, x, ts, *, generator=None, callback=None, rtol: float = 1e-5, atol: float = 1e-5,
                   method: str = "dopri5"):
     """Integrate dx/dt = v(x, t) from ts[0] to the last positive time of the grid with an adaptive

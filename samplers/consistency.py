@@ -11,7 +11,7 @@ from .registry import register
 
 
 @register(name="consistency", needs="field", consumes="x0", stochastic=True, nfe_per_step=1,
-          paper="Song et al. 2023, Consistency Models, Alg. 1", default_grid="karras")
+          paper="Song et al. 2023, Consistency Models, Alg. 1")
 def sample_consistency(model, x, ts, *, generator=None, callback=None):
     """x0 = f(x, t_i); x = alpha(t_{i+1}) x0 + sigma(t_{i+1}) z; the grid's times are the jump points."""
     ts = ts.to(x.dtype)

@@ -112,7 +112,9 @@ def sample_dpmpp_3m(model, x, ts, *, generator=None, callback=None, solver_type:
     lower_order_final: with fewer than 15 steps the last step is first order and the one before it at
     most second order. half_d2=True weights D2 by w2 / 2, as the DPM-Solver reference code, diffusers'
     solver_order=3 and k-diffusion's sample_dpmpp_3m_sde do: set it to reproduce their samples; the
-    method is then only second order (the default w2 is the exact integral of the quadratic)."""
+    method is then only second order (the default w2 is the exact integral of the quadratic). The
+    quadratic extrapolates badly where the steps in lambda grow fast (the ddpm grid, uniform t on the linear
+    path): there 2M is more accurate; on the logsnr (default) grid 3M is."""
     return _dpmpp(model, x, ts, order=3, eta=0.0, generator=generator, callback=callback,
                   solver_type=solver_type, lower_order_final=lower_order_final, half_d2=half_d2)
 
@@ -135,7 +137,7 @@ def sample_dpmpp_3m_sde(model, x, ts, *, generator=None, callback=None, eta: flo
                         solver_type: str = "midpoint", lower_order_final: bool = True, half_d2: bool = False):
     """Third-order multistep solver of the reverse SDE. half_d2=True is k-diffusion's sample_dpmpp_3m_sde
     weighting (with solver_type="heun", lower_order_final=False). diffusers' sde-dpmsolver++ at
-    solver_order=3 differs from both: its D2 weight is (1 - e^{-2h} - 2h)/(2h)^2 - 1/2 -> -1 as h -> 0
-    (k-diffusion has + 1/2, -> 0), a sign slip that makes it inconsistent at third order."""
+    solver_order=3 differs from both: its D2 weight (1 - e^{-2h} - 2h)/(2h)^2 - 1/2 tends to -1 as h -> 0
+    (k-diffusion has + 1/2: -> 0), a sign slip with which its samples get worse as the steps grow."""
     return _dpmpp(model, x, ts, order=3, eta=eta, generator=generator, callback=callback,
                   solver_type=solver_type, lower_order_final=lower_order_final, half_d2=half_d2)

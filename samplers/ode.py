@@ -27,7 +27,7 @@ def sample_euler(model, x, ts, *, generator=None, callback=None):
 
 
 @register(name="heun", needs="field", consumes="velocity", stochastic=False, nfe_per_step=2,
-          paper="Karras et al. 2022, EDM, Alg. 1", default_grid="karras", last_step_saves=1, invertible=True)
+          paper="Karras et al. 2022, EDM, Alg. 1", last_step_saves=1, invertible=True)
 def sample_heun(model, x, ts, *, generator=None, callback=None):
     """Second-order Heun steps; a step that ends at t = 0 is a plain Euler step."""
     ts = ts.to(x.dtype)

@@ -17,7 +17,7 @@ class SamplerSpec:
     stochastic: bool
     nfe_per_step: int | None  # network evaluations per step; None: adaptive, the run's counter says
     paper: str
-    default_grid: str = "uniform"
+    default_grid: str | None = None  # None: the model's path chooses (paths.NoisePath.default_grid)
     last_step_saves: int = 0  # e.g. Heun's last step to t = 0 is an Euler step
     invertible: bool = False  # deterministic and runs just as well from data to noise (ODE inversion)
 
@@ -27,7 +27,7 @@ class SamplerSpec:
 
 
 def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
-             default_grid: str = "uniform", last_step_saves: int = 0, invertible: bool = False):
+             default_grid: str | None = None, last_step_saves: int = 0, invertible: bool = False):
     """Decorator: add a sampler with the shared signature
     `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""
     def wrap(fn: Callable) -> Callable:
@@ -37,6 +37,11 @@ def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_
                                      default_grid, last_step_saves, invertible)
         return fn
     return wrap
+
+
+def default_grid(spec: SamplerSpec, path) -> str:
+    """The grid a sampler runs on when none is asked for: its own preference, else the path's."""
+    return spec.default_grid or path.default_grid
 
 
 def model_kind(model) -> str:

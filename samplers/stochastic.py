@@ -118,7 +118,8 @@ def sde_coefficients(path, t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def euler_maruyama_step(path, x: Tensor, score: Tensor, t: Tensor, s: Tensor, generator) -> Tensor:
-    """One Euler-Maruyama step t -> s < t of the reverse SDE dx = [f x - g^2 score] dt + g dw (Song et al. 2021, Eq. 6)."""
+    """One Euler-Maruyama step t -> s < t of the reverse SDE dx = [f x - g^2 score] dt + g dw
+    (Song et al. 2021, Eq. 6)."""
     f, g2 = sde_coefficients(path, t)
     return x + (s - t) * (f * x - g2 * score) + (g2 * (t - s)).sqrt() * randn_like(x, generator)
 
@@ -148,7 +149,7 @@ def _norm(v: Tensor, norms: str) -> Tensor:
 @register(name="pc", needs="field", consumes="score", stochastic=True, nfe_per_step=2,
           paper="Song et al. 2021, score SDE, Alg. 2-5 (predictor-corrector)")
 def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "reverse_diffusion",
-              corrector: str = "langevin", n_corrector: int = 1, snr: float = 0.16, norms: str = "sample"):
+              corrector: str = "langevin", n_corrector: int = 1, snr: float = 0.16, norms: str = "batch"):
     """Predictor-corrector sampling as score_sde_pytorch's pc_sampler: at each grid time t, `n_corrector`
     Langevin steps at t, then a predictor step t -> s; the step to t = 0 returns the denoised x0.
     Evaluations per step: n_corrector + 1 (the registered nfe_per_step is the default's, 2).
@@ -160,10 +161,12 @@ def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "
     Correctors: "langevin" is the SNR rule x += h score + sqrt(2 h) z with
     h = 2 r (snr ||z|| / ||score||)^2, where r = (alpha_t / alpha_s)^2 is score_sde's alpha_i = 1 - beta_i on
     VP paths and 1 on VE/EDM; "ald" is score_sde's AnnealedLangevinDynamics corrector, h = 2 r (snr sigma_t)^2.
-    score_sde averages the two norms over the batch (norms="batch"), which couples the samples of a batch;
-    the default norms="sample" takes them per sample so a seed gives the same image at any batch size. The
-    per-sample rule wants high-dimensional x (images), where ||z|| concentrates: in a few dimensions the
-    score can vanish at a sample and h blows up; use "batch" or "ald" there.
+    As score_sde, the "langevin" rule averages both norms over the batch (norms="batch"), so one step size
+    serves the whole batch and a sample depends on its batch-mates: a seed gives the same image at any
+    batch size only with corrector="ald" or norms="sample". norms="sample" takes the norms per sample; that
+    makes h depend on the sample's own noise and score, which biases the chain (its stationary law is not
+    p_t) unless both norms concentrate: in a few dimensions the score can vanish at a sample and h blows
+    up, and on anisotropic data the low-variance directions come out too wide.
     """
     if predictor not in ("reverse_diffusion", "euler_maruyama"):
         raise ValueError(f"unknown predictor {predictor!r}; known: reverse_diffusion, euler_maruyama")
@@ -215,10 +218,14 @@ def sample_annealed_langevin(model, x, ts, *, generator=None, callback=None, ste
     run of N steps makes N T + 1 evaluations: the registered nfe_per_step = 5 is T's default and the extra
     evaluation is not in it.
 
-    step_lr defaults to 0.5 sigma_L^2, i.e. a_i = 0.5 sigma_i^2. NCSN's eps = 2e-5 at sigma_L = 0.01 is
-    0.2 sigma_L^2, made for T = 100 steps per level; with T = 5 a larger step keeps the chain near
-    equilibrium from level to level, and any absolute default would be unstable on some path (the
-    Langevin step must stay below ~4 sigma_i^2).
+    step_lr defaults to sigma_L^2, i.e. a_i = sigma_i^2. NCSN's eps = 2e-5 at sigma_L = 0.01 is 0.2 sigma_L^2,
+    made for T = 100 steps per level; with T = 5 such small steps lag behind the annealing (2-D mixtures,
+    100 levels: component variances up to 45% too wide). Larger steps bias the chain instead: Langevin
+    with step a on a Gaussian of variance v settles at v / (1 - a / 4v), which at the noise levels that
+    decide the mixture weights flattens them (a_i = 2 sigma_i^2 gave weight 0.73 for 0.8). At a_i = sigma_i^2,
+    T = 5 and 100 levels, weights come out within ~0.025 and variances within ~13%; more steps per level
+    with a smaller step_lr do better. No absolute default could serve every path (sigma_L is 0.002 on EDM,
+    and a_i must stay below 4 sigma_i^2 for stability).
     """
     if int(steps_per_level) != steps_per_level or steps_per_level < 1:
         raise ValueError(f"steps_per_level must be a positive integer, got {steps_per_level!r}")
@@ -227,7 +234,7 @@ def sample_annealed_langevin(model, x, ts, *, generator=None, callback=None, ste
     levels = ts[:-1]
     _require_alpha(path, levels, "annealed_langevin")
     sig_last = path.sigma_tilde(levels[-1])
-    eps_lr = 0.5 * sig_last**2 if step_lr is None else step_lr
+    eps_lr = sig_last**2 if step_lr is None else step_lr
     x_scaled = x / path.alpha(ts[0])
     for i, t in enumerate(levels):
         a_t, sig = path.alpha(t), path.sigma_tilde(t)

@@ -21,11 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def losses(run_dir) -> dict[int, float]:
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["step"]] = rec["loss"]
-    return out
+    return {rec["step"]: rec["loss"] for rec in train_mod.read_jsonl(Path(run_dir) / "metrics.jsonl")}
 
 
 def write_toml(path, cfg):
@@ -194,6 +190,10 @@ def test_two_process_cpu_run_trains_and_checkpoints(tmp_path, toy_data):
     (["--objective.options.P_mean2", "1"], "no option"),
     (["--model.unet.no_such_arg", "1"], "bad UNet2DModel settings"),
     (["--train.ema_decay", "1.5"], "ema_decay must be in"),
+    (["--train.adam_betas", "[0.9]"], "adam_betas must be two numbers"),
+    (["--data.image_size", "7"], "must be divisible by 2"),
+    (["--objective.options.sigma_data", "0.7"], "sigma_data = 0.7 but the preconditioning's is 0.5"),
+    (["--train.sample_sampler", "warp"], "unknown sampler"),
     (["train.lr=1"], "overrides look like"),
 ])
 def test_bad_config_is_a_clear_error_before_any_work(tmp_path, override, message, capsys):
@@ -242,3 +242,31 @@ def test_genstudio_train_command_runs_the_same_loop(tmp_path, toy_data):
     cfg_path = write_toml(tmp_path / "c.toml", toy_config(tmp_path, toy_data))
     assert cli.main(["train", "--config", str(cfg_path), "--train.max_steps", "2"]) == 0
     assert sorted(losses(tmp_path / "run")) == [1, 2]
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_another_run(tmp_path, toy_data):
+    cfg = toy_config(tmp_path, toy_data, max_steps=4)
+    run(config_from_dict(cfg))
+    with pytest.raises(ConfigError, match="--resume"):
+        run(config_from_dict({**cfg, "train": {**cfg["train"], "seed": 5}}))
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000004"
+
+
+def test_resume_with_another_architecture_or_a_broken_checkpoint_is_a_clear_error(tmp_path, toy_data):
+    cfg = toy_config(tmp_path, toy_data, max_steps=4)
+    run(config_from_dict(cfg))
+    other = {**cfg, "model": {**cfg["model"], "num_classes": 3}, "train": {**cfg["train"], "max_steps": 6}}
+    with pytest.raises(ConfigError, match="cannot resume"):
+        run(config_from_dict(other), resume=True)
+    (latest_checkpoint(tmp_path / "run") / "ema.safetensors").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="cannot resume from .*step_00000004"):
+        run(config_from_dict({**cfg, "train": {**cfg["train"], "max_steps": 6}}), resume=True)
+
+
+def test_a_log_line_cut_short_by_a_crash_does_not_break_resume(tmp_path, toy_data):
+    cfg = toy_config(tmp_path, toy_data, max_steps=4)
+    run(config_from_dict(cfg))
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')
+    run(config_from_dict({**cfg, "train": {**cfg["train"], "max_steps": 6}}), resume=True)
+    assert sorted(losses(tmp_path / "run")) == list(range(1, 7))
