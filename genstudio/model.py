@@ -63,6 +63,43 @@ class Model(nn.Module):
                    spec.get("family", "diffusion"), spec.get("kind", "field"))
 
 
+class OnPath(nn.Module):
+    """A model seen on another path with the same log-SNRs: at time t' of the new path it answers the
+    base model at t with lambda(t) = lambda'(t'), on x = x' alpha(t) / alpha'(t'). The x0 prediction is
+    the same on both, so that is what this view outputs.
+
+    Viewing a VP model on the EDM path (x' = x / alpha, t' = sigma / alpha) is how k-diffusion and
+    diffusers' Euler/Heun schedulers integrate it (Karras et al. 2022, Sec. 3)."""
+
+    def __init__(self, model: nn.Module, path: NoisePath):
+        super().__init__()
+        self.base, self.path, self.prediction = model, path, "x0"
+        self.num_classes = getattr(model, "num_classes", 0)
+        self.family, self.kind = getattr(model, "family", "diffusion"), getattr(model, "kind", "field")
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
+        t_new = expand(t, x).double()
+        t_base = self.base.path.t_from_logsnr(self.path.logsnr(t_new))
+        scale = (self.base.path.alpha(t_base) / self.path.alpha(t_new)).to(x.dtype)
+        t_base = t_base.to(x.dtype)
+        x_base = scale * x
+        native = self.base(x_base, t_base.flatten(), labels)
+        return convert(native, self.base.prediction, "x0", self.base.path, x_base, t_base)
+
+
+def on_edm_path(model: nn.Module) -> OnPath:
+    """`model` on the EDM path, over the same range of noise levels sigma / alpha."""
+    from .paths import EDMPath
+
+    path = model.path
+    s_min, s_max = (float(path.sigma_tilde(torch.tensor(v, dtype=torch.float64))) for v in (path.t_min, path.t_max))
+    return OnPath(model, EDMPath(t_min=s_min, t_max=min(s_max, 80.0)))  # alpha(t_max) = 0 on the linear path
+
+
 class Guided:
     """A model bound to class labels and a classifier-free guidance scale w:
     D_w = D_uncond + w (D_cond - D_uncond)  (Ho & Salimans 2022, Eq. 6; w = 1 is plain conditional).

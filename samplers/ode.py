@@ -27,7 +27,7 @@ def sample_euler(model, x, ts, *, generator=None, callback=None):
 
 
 @register(name="heun", needs="field", consumes="velocity", stochastic=False, nfe_per_step=2,
-          paper="Karras et al. 2022, EDM, Alg. 1", last_step_saves=1, invertible=True)
+          paper="Karras et al. 2022, EDM, Alg. 1", nfe_offset=-1, invertible=True)
 def sample_heun(model, x, ts, *, generator=None, callback=None):
     """Second-order Heun steps; a step that ends at t = 0 is a plain Euler step."""
     ts = ts.to(x.dtype)
@@ -57,7 +57,7 @@ def sample_midpoint(model, x, ts, *, generator=None, callback=None):
 
 
 @register(name="rk4", needs="field", consumes="velocity", stochastic=False, nfe_per_step=4,
-          paper="classical Runge-Kutta 4 on the probability-flow ODE", last_step_saves=3, invertible=True)
+          paper="classical Runge-Kutta 4 on the probability-flow ODE", nfe_offset=-3, invertible=True)
 def sample_rk4(model, x, ts, *, generator=None, callback=None):
     """Fourth-order Runge-Kutta steps; a step that ends at t = 0, where the velocity of an x0/eps model
     is undefined, is a plain Euler step."""

@@ -18,23 +18,23 @@ class SamplerSpec:
     nfe_per_step: int | None  # network evaluations per step; None: adaptive, the run's counter says
     paper: str
     default_grid: str | None = None  # None: the model's path chooses (paths.NoisePath.default_grid)
-    last_step_saves: int = 0  # e.g. Heun's last step to t = 0 is an Euler step
+    nfe_offset: int = 0  # evaluations beyond steps * nfe_per_step: -1 when Heun's last step is Euler, +1 for a final denoise
     invertible: bool = False  # deterministic and runs just as well from data to noise (ODE inversion)
 
     def nfe(self, steps: int) -> int | None:
         """Evaluations for `steps` steps of a grid that ends at t = 0 (None for adaptive solvers)."""
-        return None if self.nfe_per_step is None else steps * self.nfe_per_step - self.last_step_saves
+        return None if self.nfe_per_step is None else steps * self.nfe_per_step + self.nfe_offset
 
 
 def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
-             default_grid: str | None = None, last_step_saves: int = 0, invertible: bool = False):
+             default_grid: str | None = None, nfe_offset: int = 0, invertible: bool = False):
     """Decorator: add a sampler with the shared signature
     `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""
     def wrap(fn: Callable) -> Callable:
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} registered twice")
         SAMPLERS[name] = SamplerSpec(name, fn, needs, consumes, stochastic, nfe_per_step, paper,
-                                     default_grid, last_step_saves, invertible)
+                                     default_grid, nfe_offset, invertible)
         return fn
     return wrap
 

@@ -46,8 +46,7 @@ def ancestral_split(sigma_from: Tensor, sigma_to: Tensor, eta: float = 1.0) -> t
 
 
 @register(name="euler_ancestral", needs="field", consumes="x0", stochastic=True, nfe_per_step=1,
-          paper="k-diffusion sample_euler_ancestral (Karras et al. 2022 variables; Ho et al. 2020 posterior)",
-          default_grid="karras")
+          paper="k-diffusion sample_euler_ancestral (Karras et al. 2022 variables; Ho et al. 2020 posterior)")
 def sample_euler_ancestral(model, x, ts, *, generator=None, callback=None, eta: float = 1.0, s_noise: float = 1.0):
     """Ancestral Euler in x~ = x / alpha: an Euler step down to sigma_down, then fresh noise of std sigma_up.
 
@@ -71,7 +70,7 @@ def sample_euler_ancestral(model, x, ts, *, generator=None, callback=None, eta: 
 
 
 @register(name="heun_churn", needs="field", consumes="x0", stochastic=True, nfe_per_step=2,
-          paper="Karras et al. 2022, EDM, Alg. 2", default_grid="karras", last_step_saves=1)
+          paper="Karras et al. 2022, EDM, Alg. 2", nfe_offset=-1)
 def sample_heun_churn(model, x, ts, *, generator=None, callback=None, S_churn: float = 0.0, S_tmin: float = 0.0,
                       S_tmax: float = float("inf"), S_noise: float = 1.0):
     """EDM's stochastic sampler in x~ = x / alpha with time sigma~ = sigma / alpha.
@@ -147,7 +146,7 @@ def _norm(v: Tensor, norms: str) -> Tensor:
 
 
 @register(name="pc", needs="field", consumes="score", stochastic=True, nfe_per_step=2,
-          paper="Song et al. 2021, score SDE, Alg. 2-5 (predictor-corrector)")
+          paper="Song et al. 2021, score SDE, Alg. 1 and App. G, Alg. 2-5 (predictor-corrector)")
 def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "reverse_diffusion",
               corrector: str = "langevin", n_corrector: int = 1, snr: float = 0.16, norms: str = "batch"):
     """Predictor-corrector sampling as score_sde_pytorch's pc_sampler: at each grid time t, `n_corrector`
@@ -206,7 +205,7 @@ def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "
 
 @register(name="annealed_langevin", needs="field", consumes="score", stochastic=True, nfe_per_step=5,
           paper="Song & Ermon 2019, NCSN, Alg. 1; final denoising: Song & Ermon 2020 (NCSNv2), "
-                "Jolicoeur-Martineau et al. 2021", default_grid="logsnr")
+                "Jolicoeur-Martineau et al. 2021", default_grid="logsnr", nfe_offset=1)  # NCSN's geometric noise levels
 def sample_annealed_langevin(model, x, ts, *, generator=None, callback=None, steps_per_level: int = 5,
                              step_lr: float | None = None):
     """Annealed Langevin dynamics in x~ = x / alpha, whose score is alpha * score(x) = -eps / sigma~.
@@ -223,7 +222,7 @@ def sample_annealed_langevin(model, x, ts, *, generator=None, callback=None, ste
     100 levels: component variances up to 45% too wide). Larger steps bias the chain instead: Langevin
     with step a on a Gaussian of variance v settles at v / (1 - a / 4v), which at the noise levels that
     decide the mixture weights flattens them (a_i = 2 sigma_i^2 gave weight 0.73 for 0.8). At a_i = sigma_i^2,
-    T = 5 and 100 levels, weights come out within ~0.025 and variances within ~13%; more steps per level
+    T = 5 and 100 levels, weights come out within ~0.03 and variances within ~13%; more steps per level
     with a smaller step_lr do better. No absolute default could serve every path (sigma_L is 0.002 on EDM,
     and a_i must stay below 4 sigma_i^2 for stability).
     """
