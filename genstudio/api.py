@@ -8,6 +8,7 @@ seeds is given), so an image depends on its seed alone, never on the batch it wa
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -110,6 +111,11 @@ class Pipeline:
         if n < 1 or len(seeds) != n:
             raise ValueError(f"need n >= 1 and one seed per image; got n={n}, {len(seeds)} seeds")
         label_tensor = self._labels(labels, n)
+        options = dict(sampler_options or {})
+        accepted = set(inspect.signature(spec.fn).parameters) - {"model", "x", "ts", "generator", "callback"}
+        if set(options) - accepted:
+            raise ValueError(f"sampler {sampler!r} has no option(s) {sorted(set(options) - accepted)}; "
+                             f"its options: {sorted(accepted) or 'none'}")
         if not guidance >= 0:
             raise ValueError(f"guidance must be >= 0, got {guidance}")
         t0, out, nfe = time.perf_counter(), [], 0
@@ -120,7 +126,7 @@ class Pipeline:
             x = x.float().to(self.device)
             lab = None if label_tensor is None else label_tensor[start:start + batch_size].to(self.device)
             field = Guided(self.model, lab, guidance)
-            x = spec.fn(field, x, ts, generator=gens, callback=callback, **(sampler_options or {}))
+            x = spec.fn(field, x, ts, generator=gens, callback=callback, **options)
             out.append(to_uint8(x))
             nfe = field.nfe
         return SampleResult(np.concatenate(out), nfe, time.perf_counter() - t0, sampler, steps, grid)

@@ -23,8 +23,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         labels = [int(v) for v in args.labels.split(",")]
         labels = labels * (args.n // len(labels) + 1)
         labels = labels[:args.n]
+    from .config import parse_value
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option needs KEY=VALUE, got {item!r}")
+        options[key] = parse_value(value)
     result = pipe.generate(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, labels=labels,
-                           guidance=args.guidance, grid=args.grid)
+                           guidance=args.guidance, grid=args.grid, sampler_options=options)
     out = Path(args.out)
     save_png(image_grid(result.images), out / "grid.png")
     for i, img in enumerate(result.images):
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--labels", default=None, help="class labels, comma-separated, repeated to n")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampler option, e.g. --option eta=0.5 or --option S_churn=40 (repeatable)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="samples")
     p.set_defaults(fn=cmd_sample)

@@ -145,7 +145,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return config
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """A command-line value read as a TOML value (numbers, booleans, arrays, inline tables), else a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -175,7 +175,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"conflicting overrides for {dotted}")
-        node[keys[-1]] = _parse_value(text)
+        node[keys[-1]] = parse_value(text)
     return out
 
 

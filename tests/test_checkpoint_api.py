@@ -137,3 +137,16 @@ def test_export_command_ships_a_run_with_its_card(tmp_path, exported):
     assert metrics["sampling"]["nfe"] == 7 and metrics["sampling"]["steps"] == 4  # heun, 4 steps
     assert (dest / "samples.png").is_file()
     load_model(dest)
+
+
+def test_sampler_options_reach_the_sampler_and_unknown_ones_are_named(exported, tmp_path):
+    pipe = Pipeline.load(exported[1], device="cpu")
+    a = pipe.sample(2, sampler="ddim", steps=3, sampler_options={"eta": 1.0}, seed=3)
+    b = pipe.sample(2, sampler="ddim", steps=3, seed=3)
+    assert not np.array_equal(a, b)
+    with pytest.raises(ValueError, match="has no option.*'etta'.*its options: .*eta"):
+        pipe.sample(2, sampler="ddim", steps=3, sampler_options={"etta": 1.0})
+    out = tmp_path / "o"
+    assert cli.main(["sample", str(exported[1]), "--n", "2", "--sampler", "heun_churn", "--steps", "3",
+                     "--option", "S_churn=10", "--out", str(out)]) == 0
+    assert cli.main(["sample", str(exported[1]), "--n", "2", "--option", "oops"]) == 2
