@@ -90,7 +90,7 @@ def _dpmpp(model, x, ts, *, order: int, eta: float, generator, callback, solver_
     return x
 
 
-@register(name="dpmpp_2m", needs="field", consumes="x0", stochastic=False, nfe_per_step=1,
+@register(name="dpmpp_2m", needs="field", consumes="x0", stochastic=False, nfe_per_step=1, invertible=True,
           paper="Lu et al. 2022b, DPM-Solver++(2M), Alg. 2", default_grid="logsnr")
 def sample_dpmpp_2m(model, x, ts, *, generator=None, callback=None, solver_type: str = "midpoint",
                     lower_order_final: bool = True):
@@ -103,7 +103,7 @@ def sample_dpmpp_2m(model, x, ts, *, generator=None, callback=None, solver_type:
                   solver_type=solver_type, lower_order_final=lower_order_final)
 
 
-@register(name="dpmpp_3m", needs="field", consumes="x0", stochastic=False, nfe_per_step=1,
+@register(name="dpmpp_3m", needs="field", consumes="x0", stochastic=False, nfe_per_step=1, invertible=True,
           paper="Lu et al. 2022b, DPM-Solver++ multistep, order 3", default_grid="logsnr")
 def sample_dpmpp_3m(model, x, ts, *, generator=None, callback=None, solver_type: str = "midpoint",
                     lower_order_final: bool = True, half_d2: bool = False):

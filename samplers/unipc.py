@@ -68,7 +68,7 @@ def _step(x, m0, lam_t, sig_t, lam_s, a_s, sig_s, older, new, variant):
     return x_s
 
 
-@register(name="unipc", needs="field", consumes="x0", stochastic=False, nfe_per_step=1,
+@register(name="unipc", needs="field", consumes="x0", stochastic=False, nfe_per_step=1, invertible=True,
           paper="Zhao et al. 2023, UniPC-p (UniP-p + UniC-p), B(h) = e^h - 1 (bh2)", default_grid="logsnr")
 def sample_unipc(model, x, ts, *, generator=None, callback=None, order: int = 2, lower_order_final: bool = True,
                  disable_corrector: Iterable[int] = (), variant: str = "bh2"):

@@ -26,7 +26,8 @@ def test_dopri5_follows_the_exact_flow_and_counts_its_evaluations(path):
 
 # Measured max errors: ddim 0.17 / 0.088 / 0.044 at 50 / 100 / 200 steps (first order), heun 7.7e-4 at 50,
 # rk4 4.3e-5 at 25 (the floor: x0 stands in for x at t_min = 0.002).
-@pytest.mark.parametrize("sampler, steps, tol", [("ddim", 200, 0.06), ("heun", 50, 2e-3), ("rk4", 25, 1e-3)])
+@pytest.mark.parametrize("sampler, steps, tol", [("ddim", 200, 0.06), ("heun", 50, 2e-3), ("rk4", 25, 1e-3),
+                                                 ("dpmpp_2m", 50, 2e-3), ("dpmpp_3m", 100, 2e-3), ("unipc", 100, 2e-3)])
 def test_inversion_then_sampling_reconstructs_the_data(sampler, steps, tol):
     path = EDMPath()
     model = Guided(gaussian(path, MEAN, VAR))
