@@ -59,7 +59,19 @@ class EDMLoss:
         return weight * _mean_per_sample((denoised - x0) ** 2)
 
 
-OBJECTIVES: dict[str, type] = {cls.name: cls for cls in (DenoisingLoss, EDMLoss)}
+OBJECTIVES: dict[str, type] = {}
+
+
+def register_objective(cls: type) -> type:
+    """Class decorator: make an objective (a frozen dataclass with `name` and `family`) configurable."""
+    if cls.name in OBJECTIVES:
+        raise ValueError(f"objective {cls.name!r} registered twice")
+    OBJECTIVES[cls.name] = cls
+    return cls
+
+
+for _cls in (DenoisingLoss, EDMLoss):
+    register_objective(_cls)
 
 
 def objective_from_config(name: str, options: dict[str, Any] | None = None):
