@@ -22,6 +22,7 @@ import samplers
 from samplers.grids import make_grid
 
 from .checkpoint import load_model
+from .data import to_model_range
 from .images import to_uint8
 from .model import Guided, Model
 from .noise import generators, randn_like
@@ -111,7 +112,8 @@ class Pipeline:
         if n < 1 or len(seeds) != n:
             raise ValueError(f"need n >= 1 and one seed per image; got n={n}, {len(seeds)} seeds")
         label_tensor = self._labels(labels, n)
-        options = dict(sampler_options or {})
+        options = dict(sampler_options if sampler_options is not None
+                       else d.get("options", {}) if sampler == d["sampler"] else {})
         accepted = set(inspect.signature(spec.fn).parameters) - {"model", "x", "ts", "generator", "callback"}
         if set(options) - accepted:
             raise ValueError(f"sampler {sampler!r} has no option(s) {sorted(set(options) - accepted)}; "
@@ -127,6 +129,8 @@ class Pipeline:
             lab = None if label_tensor is None else label_tensor[start:start + batch_size].to(self.device)
             field = Guided(self.model, lab, guidance)
             x = spec.fn(field, x, ts, generator=gens, callback=callback, **options)
+            if float(self.model.path.sigma(ts[-1])) > 0:  # VE keeps sigma_min of noise at t = 0: denoise it
+                x = field.x0(x, ts[-1].to(x.dtype))
             out.append(to_uint8(x))
             nfe = field.nfe
         return SampleResult(np.concatenate(out), nfe, time.perf_counter() - t0, sampler, steps, grid)
@@ -147,6 +151,40 @@ class Pipeline:
         if output != "numpy":
             raise ValueError(f"output must be 'numpy' or 'pil', got {output!r}")
         return images
+
+    @torch.no_grad()
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, n: int | None = None, seed: int = 0, steps: int = 100,
+                labels: Sequence[int] | int | None = None, guidance: float = 1.0, steps_per_level: int = 5,
+                step_lr: float | None = None, callback: Callable[..., None] | None = None) -> np.ndarray:
+        """Fill in the pixels where `mask` (H, W) is False, keeping those where it is True: NCSN's annealed
+        Langevin inpainting (samplers.inpaint) over `steps` geometric noise levels. `image` is uint8 (H, W, 3),
+        giving n completions (default 1), or (B, H, W, 3), one completion each. Returns uint8 (N, H, W, 3)
+        whose known pixels equal the input's; completion i draws its noise from seed + i."""
+        from samplers.inpaint import inpaint_annealed_langevin
+
+        samplers.get("annealed_langevin", self.model)  # a field model; a consistency map gets a clear error
+        images = np.asarray(image)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-3:] != self.image_shape[1:] + (3,):
+            raise ValueError(f"image must be uint8 (H, W, 3) or (B, H, W, 3) with H, W = {self.image_shape[1:]}; "
+                             f"got {images.dtype} {images.shape}")
+        if images.ndim == 3:
+            images = np.repeat(images[None], 1 if n is None else n, axis=0)
+        elif n not in (None, len(images)):
+            raise ValueError(f"n = {n} completions asked for a batch of {len(images)} images (one each)")
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != images.shape[1:3]:
+            raise ValueError(f"mask must be bool (H, W) = {images.shape[1:3]}, True where known; "
+                             f"got {mask.dtype} {mask.shape}")
+        n = len(images)
+        gens = generators([int(seed) + i for i in range(n)])
+        x_known = to_model_range(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).to(self.device)
+        lab = self._labels(labels, n)
+        field = Guided(self.model, None if lab is None else lab.to(self.device), guidance)
+        ts = make_grid("logsnr", self.model.path, steps)
+        x = inpaint_annealed_langevin(field, x_known, torch.from_numpy(mask)[None, None].to(self.device), ts,
+                                      generator=gens, steps_per_level=steps_per_level, step_lr=step_lr,
+                                      callback=callback)
+        return to_uint8(x)
 
     def _labels(self, labels, n: int) -> torch.Tensor | None:
         if labels is None:

@@ -136,7 +136,9 @@ def load_diffusers_pipeline(folder: str | Path, device: str | torch.device | Non
         raise CheckpointError(f"{unet_dir}: non-square sample_size {cfg.sample_size} is not supported")
     model = Model(network, path, prediction, NoPrecond(), num_classes=0, family="diffusion", kind="field")
     meta = {"format": FORMAT, "version": FORMAT_VERSION, **model.spec(), "network": "diffusers.UNet2DModel",
-            "defaults": {"sampler": "ddim", "steps": 50, "grid": "ddpm"}, "training": {},
+            "defaults": {"sampler": "ddim", "steps": 50, "grid": "ddpm",
+                         "options": {"clip_denoised": True} if sched.get("clip_sample", False) else {}},
+            "training": {},
             "source": "diffusers",
             "diffusers": {"pipeline": pipeline, "version": index.get("_diffusers_version"), "scheduler": sched,
                           # DDPMPipeline/DDIMPipeline clip x0 to [-1, 1] when this is set; our samplers'

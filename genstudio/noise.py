@@ -21,4 +21,5 @@ def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
         return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
     if len(generator) != x.shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
-    return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generator]).to(x.device)
+    return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=g.device)
+                        for g in generator]).to(x.device)

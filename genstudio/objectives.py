@@ -27,9 +27,13 @@ class DenoisingLoss:
     name: ClassVar[str] = "ddpm"
     family: ClassVar[str] = "diffusion"
 
+    def times(self, path, n: int, device) -> Tensor:
+        """Training times (float64); subclasses change the distribution."""
+        return path.training_times(torch.rand(n, device=device, dtype=torch.float64))
+
     def __call__(self, model, x0: Tensor, labels: Tensor | None = None) -> Tensor:
         path = model.path
-        t = path.training_times(torch.rand(x0.shape[0], device=x0.device, dtype=torch.float64)).to(x0.dtype)
+        t = self.times(path, x0.shape[0], x0.device).to(x0.dtype)
         eps = torch.randn_like(x0)
         x_t = path.sample(x0, eps, t)
         return _mean_per_sample((model(x_t, t, labels) - target(model.prediction, path, t, x0, eps)) ** 2)
@@ -72,6 +76,8 @@ def register_objective(cls: type) -> type:
 
 for _cls in (DenoisingLoss, EDMLoss):
     register_objective(_cls)
+
+from . import flow, score  # noqa: E402,F401  (register the flow and score families' objectives)
 
 
 def objective_from_config(name: str, options: dict[str, Any] | None = None):

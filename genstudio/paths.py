@@ -35,6 +35,11 @@ class NoisePath:
     def d_sigma(self, t: Tensor) -> Tensor: raise NotImplementedError
     def t_from_logsnr(self, lam: Tensor) -> Tensor: raise NotImplementedError
 
+    @property
+    def t_limit(self) -> float:
+        """The largest time the path is defined at (samplers may step past t_max up to it)."""
+        return math.inf
+
     def logsnr(self, t: Tensor) -> Tensor:
         t = _t(t)
         return 2 * (torch.log(self.alpha(t)) - torch.log(self.sigma(t)))
@@ -190,7 +195,7 @@ class VPDiscretePath(NoisePath):
 
     def _table(self, device, dtype) -> Tensor:
         """log alpha at k = 0..N (float64 cumulative sum, then cast)."""
-        return _ddpm_log_alpha(self.num_steps, self.beta_start, self.beta_end).to(device=device, dtype=dtype)
+        return _ddpm_log_alpha(self.num_steps, self.beta_start, self.beta_end, device, dtype)
 
     def _log_alpha_and_slope(self, t):
         t = _t(t)
@@ -222,15 +227,21 @@ class VPDiscretePath(NoisePath):
 
     def noise_label(self, t): return _t(t) - 1  # diffusers' timestep index
 
+    @property
+    def t_limit(self) -> float:
+        return float(self.num_steps)
+
     def training_times(self, u):
         """Integer t uniform in 1..num_steps (Ho et al. 2020, Alg. 1)."""
         return torch.floor(u * self.num_steps) + 1
 
 
-@functools.lru_cache(maxsize=8)
-def _ddpm_log_alpha(num_steps: int, beta_start: float, beta_end: float) -> Tensor:
+@functools.lru_cache(maxsize=32)
+def _ddpm_log_alpha(num_steps: int, beta_start: float, beta_end: float, device, dtype) -> Tensor:
+    """log alpha_k = (1/2) sum_{i<=k} log(1 - beta_i), k = 0..N, computed in float64 (cached per device/dtype)."""
     betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
-    return torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
+    table = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
+    return table.to(device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)

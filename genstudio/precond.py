@@ -51,7 +51,28 @@ class EDMPrecond:
         return c_skip, c_out, c_in, c_noise
 
 
-PRECONDS = {cls.name: cls for cls in (NoPrecond, EDMPrecond)}
+@dataclass(frozen=True)
+class NCSNPrecond:
+    """A noise-conditional score network: the network's output scaled by 1 / sigma, as NCSNv2 does
+    (Song & Ermon 2020, NCSNv2, Technique 3); the output is the score of p_t at x_t.
+
+    c_skip = 0, c_out = 1 / sigma, c_in = 1 / alpha, so the network sees x~ = x / alpha and its target
+    is -eps (unit scale at every level). On the VE path alpha = 1 and sigma = sigma~, so this is
+    c_out = 1 / sigma~ exactly; on other paths c_out = 1 / sigma = 1 / (alpha sigma~) because the
+    score of x_t is the score of x~ divided by alpha. c_noise is the path's noise label (log(sigma) / 4
+    on the VE path, as EDM's c_noise; NCSNv2 indexes the level instead, and score-SDE's NCSN++ feeds
+    log sigma to Fourier features).
+    """
+
+    name: ClassVar[str] = "ncsn"
+    output: ClassVar[str | None] = "score"
+
+    def scalings(self, path: NoisePath, t: Tensor) -> Scalings:
+        c_out = 1 / path.sigma(t)
+        return torch.zeros_like(c_out), c_out, 1 / path.alpha(t), path.noise_label(t.flatten())
+
+
+PRECONDS = {cls.name: cls for cls in (NoPrecond, EDMPrecond, NCSNPrecond)}
 
 
 def precond_to_config(precond) -> dict[str, Any]:

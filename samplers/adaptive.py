@@ -18,9 +18,12 @@ def sample_dopri5(model, x, ts, *, generator=None, callback=None, rtol: float = 
     from torchdiffeq import odeint
 
     ts = ts.to(torch.float64)
-    t_end = ts[-2] if ts[-1] == 0 and len(ts) > 1 else ts[-1]
+    t_end = float(ts[-1])
+    if t_end == 0:  # integrate to the last positive time (the path's t_min on a one-step grid), then Euler
+        t_end = float(ts[-2]) if len(ts) > 2 else model.path.t_min
+    t_start = float(ts[0])
     calls = []
-    lo, hi = min(ts[0], t_end), max(ts[0], t_end)
+    lo, hi = min(t_start, t_end), max(t_start, t_end)
 
     def velocity(t, y):
         # The solver may probe a little past the end before interpolating back; keep t on the path.
@@ -31,11 +34,11 @@ def sample_dopri5(model, x, ts, *, generator=None, callback=None, rtol: float = 
         calls.append(1)
         return d
 
-    if ts[0] != t_end:
-        x = odeint(velocity, x, torch.stack([ts[0], t_end]).to(x.dtype), rtol=rtol, atol=atol, method=method)[-1]
-    if ts[-1] == 0 and t_end > 0:
-        t = t_end.to(x.dtype)
-        x = x + (0 - t) * model.velocity(x, t)
+    if t_start != t_end:
+        times = torch.tensor([t_start, t_end], dtype=x.dtype, device=x.device)
+        x = odeint(velocity, x, times, rtol=rtol, atol=atol, method=method)[-1]
+    if float(ts[-1]) == 0 and t_end > 0:
+        x = x + (0 - t_end) * model.velocity(x, t_end)
     return x
 
 

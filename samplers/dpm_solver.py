@@ -54,6 +54,8 @@ def _dpmpp(model, x, ts, *, order: int, eta: float, generator, callback, solver_
         lam_t, lam_s, a_s, s_s = lam[i], lam[i + 1], alpha[i + 1], sigma[i + 1]
         if s_s == 0:  # lambda_s = +inf: the exact step with x0 held fixed is x_s = alpha_s x0
             x = a_s * x0
+        elif a_s == 0:  # lambda_s = -inf (inverting up to pure noise): x_s = sigma_s eps, eps from x0
+            x = (s_s / sigma[i]) * (x - alpha[i] * x0)
         else:
             h = lam_s - lam_t
             if eta and h < 0:

@@ -49,7 +49,7 @@ def log_likelihood(model, x0: Tensor, *, t_min: float | None = None, t_max: floa
             div = _divergence(v, x, probe)
         return v.detach(), div.detach()
 
-    times = torch.tensor([t_min, t_max], dtype=x0.dtype)
+    times = torch.tensor([t_min, t_max], dtype=x0.dtype, device=x0.device)
     zero = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
     x_t, delta = odeint(dynamics, (x0, zero), times, rtol=rtol, atol=atol, method=method)
     x_T, integral = x_t[-1], delta[-1]

@@ -70,7 +70,7 @@ def sample_euler_ancestral(model, x, ts, *, generator=None, callback=None, eta: 
 
 
 @register(name="heun_churn", needs="field", consumes="x0", stochastic=True, nfe_per_step=2,
-          paper="Karras et al. 2022, EDM, Alg. 2", nfe_offset=-1)
+          paper="Karras et al. 2022, EDM, Alg. 2", nfe_offset=-1, default_grid="karras")
 def sample_heun_churn(model, x, ts, *, generator=None, callback=None, S_churn: float = 0.0, S_tmin: float = 0.0,
                       S_tmax: float = float("inf"), S_noise: float = 1.0):
     """EDM's stochastic sampler in x~ = x / alpha with time sigma~ = sigma / alpha.
@@ -79,21 +79,23 @@ def sample_heun_churn(model, x, ts, *, generator=None, callback=None, S_churn: f
     gamma = min(S_churn / N, sqrt(2) - 1) when S_tmin <= sigma~ <= S_tmax (EDM's S_tmin/S_tmax are noise
     levels sigma~), adding noise of std S_noise sqrt(sigma_hat^2 - sigma~^2), then takes a Heun step of
     d x~ / d sigma~ = eps to the next level; a step to t = 0 is Euler. The model sees the raised level at
-    t_hat = path.t_from_sigma_tilde(sigma_hat) (extrapolating past t_max if churn goes beyond it).
+    t_hat = path.t_from_sigma_tilde(sigma_hat), with sigma_hat capped at sigma~(path.t_limit): a bounded
+    path such as DDPM's 1000 steps has no time beyond it to show the model.
     S_churn = 0 is Alg. 1: on the EDM path exactly `heun`; on other paths Heun in (x~, sigma~), not in (x, t).
     """
     path = model.path
     ts = ts.to(x.dtype)
     _require_alpha(path, ts[:-1], "heun_churn")
     n = len(ts) - 1
+    sig_top = float(path.sigma_tilde(torch.tensor(path.t_limit, dtype=torch.float64)))
     for i in range(n):
         t, s = ts[i], ts[i + 1]
         sig, sig_s = path.sigma_tilde(t), path.sigma_tilde(s)
         x_hat = x / path.alpha(t)
         gamma = min(S_churn / n, math.sqrt(2) - 1) if S_tmin <= float(sig) <= S_tmax else 0.0
         sig_hat, t_hat = sig, t
-        if gamma > 0:
-            sig_hat = sig * (1 + gamma)
+        if gamma > 0 and float(sig) < sig_top:
+            sig_hat = (sig * (1 + gamma)).clamp(max=sig_top)
             t_hat = path.t_from_sigma_tilde(sig_hat).to(ts.dtype)
             x_hat = x_hat + S_noise * (sig_hat**2 - sig**2).sqrt() * randn_like(x, generator)
         x0, d = model.x0_eps(path.alpha(t_hat) * x_hat, t_hat)  # d x~ / d sigma~ = (x~ - D) / sigma~ = eps
@@ -124,7 +126,7 @@ def euler_maruyama_step(path, x: Tensor, score: Tensor, t: Tensor, s: Tensor, ge
 
 
 @register(name="euler_maruyama", needs="field", consumes="score", stochastic=True, nfe_per_step=1,
-          paper="Song et al. 2021, score SDE, Eq. 6 (Euler-Maruyama on the reverse-time SDE)")
+          paper="Song et al. 2021, score SDE, Eq. 6 (Euler-Maruyama on the reverse-time SDE)", default_grid="karras")
 def sample_euler_maruyama(model, x, ts, *, generator=None, callback=None):
     """Euler-Maruyama on the reverse-time SDE of the path; the step to t = 0 returns the denoised
     x0 = E[x0 | x_t] of the last evaluation (as score_sde's `denoise`, with Tweedie's estimate)."""
@@ -146,7 +148,8 @@ def _norm(v: Tensor, norms: str) -> Tensor:
 
 
 @register(name="pc", needs="field", consumes="score", stochastic=True, nfe_per_step=2,
-          paper="Song et al. 2021, score SDE, Alg. 1 and App. G, Alg. 2-5 (predictor-corrector)")
+          paper="Song et al. 2021, score SDE, Alg. 1 and App. G, Alg. 2-5 (predictor-corrector)",
+          default_grid="karras")
 def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "reverse_diffusion",
               corrector: str = "langevin", n_corrector: int = 1, snr: float = 0.16, norms: str = "batch"):
     """Predictor-corrector sampling as score_sde_pytorch's pc_sampler: at each grid time t, `n_corrector`

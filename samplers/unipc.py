@@ -104,6 +104,8 @@ def sample_unipc(model, x, ts, *, generator=None, callback=None, order: int = 2,
         x_prev = x
         if sigma[i + 1] == 0:  # lambda_s = +inf: the exact step with x0 held fixed is x_s = alpha_s x0
             x, p_prev = alpha[i + 1] * x0, 0
+        elif alpha[i + 1] == 0:  # lambda_s = -inf (inverting up to pure noise): x_s = sigma_s eps
+            x, p_prev = (sigma[i + 1] / sigma[i]) * (x - alpha[i] * x0), 0
         else:
             p = max(1, min(order, len(history), n - i if lower_order_final else order))
             x = _step(x, x0, lam[i], sigma[i], lam[i + 1], alpha[i + 1], sigma[i + 1],

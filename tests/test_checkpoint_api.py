@@ -150,3 +150,14 @@ def test_sampler_options_reach_the_sampler_and_unknown_ones_are_named(exported, 
     assert cli.main(["sample", str(exported[1]), "--n", "2", "--sampler", "heun_churn", "--steps", "3",
                      "--option", "S_churn=10", "--out", str(out)]) == 0
     assert cli.main(["sample", str(exported[1]), "--n", "2", "--option", "oops"]) == 2
+
+
+def test_a_ve_model_gets_a_final_denoising_step(tmp_path):
+    # On the VE path t = 0 still carries sigma_min of noise; the pipeline removes it with one evaluation.
+    cfg = toy_config(tmp_path, tmp_path)
+    cfg["model"].update(path={"name": "ve"}, prediction="score", precond={"name": "ncsn"})
+    cfg["objective"] = {"name": "ncsn"}
+    model = build_model(config_from_dict(cfg))
+    pipe = Pipeline(model.eval(), {}, "cpu")
+    res = pipe.generate(2, sampler="euler", steps=4, grid="karras")
+    assert res.nfe == 4 + 1
