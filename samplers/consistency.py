@@ -1,7 +1,8 @@
 """Multistep consistency sampling (Song et al. 2023, Consistency Models, Alg. 1): jump to data,
-re-noise to the next time with fresh noise, jump again. A field model jumps with one
-x0 prediction (a single DDIM step to t = 0); since that is the posterior mean rather than a sample,
-on a field the scheme is a fast approximation, exact only for a true consistency map."""
+re-noise to the next time with fresh noise, jump again. A map (a consistency model f(x, t), whose x0
+prediction is its jump to data) is sampled exactly this way; a field model jumps with one x0 prediction
+(a single DDIM step to t = 0), which is the posterior mean rather than a sample, so on a field the scheme
+is a fast approximation."""
 from __future__ import annotations
 
 from genstudio.noise import randn_like
@@ -10,7 +11,7 @@ from genstudio.paths import expand
 from .registry import register
 
 
-@register(name="consistency", needs="field", consumes="x0", stochastic=True, nfe_per_step=1,
+@register(name="consistency", needs=("map", "field"), consumes="x0", stochastic=True, nfe_per_step=1,
           paper="Song et al. 2023, Consistency Models, Alg. 1")
 def sample_consistency(model, x, ts, *, generator=None, callback=None):
     """x0 = f(x, t_i); x = alpha(t_{i+1}) x0 + sigma(t_{i+1}) z; the grid's times are the jump points."""

@@ -12,7 +12,7 @@ SAMPLERS: dict[str, "SamplerSpec"] = {}
 class SamplerSpec:
     name: str
     fn: Callable
-    needs: str            # "field": any model that predicts (x0, eps, ...) at (x, t); "map": a jump (x, t) -> (x, s)
+    needs: tuple[str, ...]  # model kinds it drives: "field" predicts (x0, eps, ...) at (x, t); "map" jumps to data
     consumes: str         # the prediction type it asks the model for
     stochastic: bool
     nfe_per_step: int | None  # network evaluations per step; None: adaptive, the run's counter says
@@ -26,14 +26,15 @@ class SamplerSpec:
         return None if self.nfe_per_step is None else steps * self.nfe_per_step + self.nfe_offset
 
 
-def register(*, name: str, needs: str, consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
+def register(*, name: str, needs: str | tuple[str, ...], consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
              default_grid: str | None = None, nfe_offset: int = 0, invertible: bool = False):
     """Decorator: add a sampler with the shared signature
     `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""
     def wrap(fn: Callable) -> Callable:
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} registered twice")
-        SAMPLERS[name] = SamplerSpec(name, fn, needs, consumes, stochastic, nfe_per_step, paper,
+        kinds = (needs,) if isinstance(needs, str) else tuple(needs)
+        SAMPLERS[name] = SamplerSpec(name, fn, kinds, consumes, stochastic, nfe_per_step, paper,
                                      default_grid, nfe_offset, invertible)
         return fn
     return wrap
@@ -51,7 +52,7 @@ def model_kind(model) -> str:
 def compatible(model) -> list[str]:
     """Names of the samplers that can drive `model` (a field model admits every field sampler)."""
     kind = model_kind(model)
-    return [name for name, spec in SAMPLERS.items() if spec.needs == kind]
+    return [name for name, spec in SAMPLERS.items() if kind in spec.needs]
 
 
 def get(name: str, model=None) -> SamplerSpec:
@@ -59,7 +60,8 @@ def get(name: str, model=None) -> SamplerSpec:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
     spec = SAMPLERS[name]
-    if model is not None and spec.needs != model_kind(model):
-        raise ValueError(f"sampler {name!r} needs a {spec.needs} model; this model is a {model_kind(model)}. "
+    if model is not None and model_kind(model) not in spec.needs:
+        raise ValueError(f"sampler {name!r} needs a {' or '.join(spec.needs)} model; this model is a "
+                         f"{model_kind(model)}. "
                          f"Samplers that can drive it: {', '.join(compatible(model))}")
     return spec

@@ -84,3 +84,33 @@ def test_consistency_style_multistep_sampling_of_a_field_lands_on_the_modes():
     assert model.nfe == 4 == samplers.get("consistency").nfe(4)
     assert float(((out[:, 0].abs() - 1).abs() < 0.3).double().mean()) > 0.95
     assert 0.5 < float((out[:, 0] > 0).double().mean()) < 0.9
+
+
+class ExactGaussianConsistencyMap(torch.nn.Module):
+    """The exact consistency function of Gaussian data: the probability-flow ODE's jump from (x, t) to t = 0."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.prediction, self.num_classes, self.kind = path, "x0", 0, "map"
+
+    def forward(self, x, t, labels=None):
+        from .test_samplers import exact_flow
+
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)
+        return exact_flow(self.path, x, t, torch.zeros_like(t))
+
+
+def test_consistency_sampling_of_an_exact_map_is_exact_in_one_and_in_several_steps():
+    path = EDMPath()
+    model = ExactGaussianConsistencyMap(path)
+    assert samplers.compatible(model) == ["consistency"]
+    with pytest.raises(ValueError, match="needs a field model; this model is a map"):
+        samplers.get("heun", model)
+    for ts in ([80.0, 0.0], [80.0, 2.0, 0.5, 0.0]):
+        ts = torch.tensor(ts, dtype=torch.float64)
+        g = Guided(model)
+        x = 80 * torch.randn(20000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        out = samplers.get("consistency").fn(g, x, ts, generator=torch.Generator().manual_seed(1))
+        assert g.nfe == len(ts) - 1
+        torch.testing.assert_close(out.mean(0), MEAN, rtol=0, atol=0.02)
+        torch.testing.assert_close(out.var(0), VAR, rtol=0.05, atol=0)

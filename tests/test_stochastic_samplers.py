@@ -311,7 +311,7 @@ def test_nfe_reported_equals_calls(name, opts, per_step, extra):
     spec.fn(model, mixture_prior(path, ts[0], 4), ts, generator=torch.Generator().manual_seed(0), **opts)
     want = spec.nfe(steps) if per_step is None else steps * per_step
     assert len(calls) == model.nfe == want + extra
-    assert spec.stochastic and spec.needs == "field"
+    assert spec.stochastic and spec.needs == ("field",)
 
 
 @pytest.mark.parametrize("name, opts", [
