@@ -31,10 +31,11 @@ class DenoisingLoss:
         """Training times (float64); subclasses change the distribution."""
         return path.training_times(torch.rand(n, device=device, dtype=torch.float64))
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None) -> Tensor:
+    def __call__(self, model, x0: Tensor, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+        """noise: a fixed coupling (reflow pairs); by default fresh Gaussian noise."""
         path = model.path
         t = self.times(path, x0.shape[0], x0.device).to(x0.dtype)
-        eps = torch.randn_like(x0)
+        eps = torch.randn_like(x0) if noise is None else noise
         x_t = path.sample(x0, eps, t)
         return _mean_per_sample((model(x_t, t, labels) - target(model.prediction, path, t, x0, eps)) ** 2)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from .images import image_grid, save_png, to_uint8
 from .model import Model
 from .networks import UNetBackbone, unet_config
 from .objectives import objective_from_config
+from .pairs import is_pairs_folder, load_pairs
 from .paths import path_from_config
 from .precond import precond_from_config
 
@@ -61,6 +63,11 @@ def validate(config: Config) -> Model:
         samplers.get(config.train.sample_sampler, model)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
+    if is_pairs_folder(config.data.source):
+        objective = objective_from_config(config.objective.name, config.objective.options)
+        if "noise" not in inspect.signature(objective.__call__).parameters:
+            raise ConfigError(f"objective {config.objective.name!r} cannot train on (noise, sample) pairs; "
+                              f"use flow_matching or ddpm")
     levels = len(model.network.unet.config.block_out_channels) - 1
     if config.data.image_size % 2**levels:
         raise ConfigError(f"data.image_size = {config.data.image_size} must be divisible by {2**levels} "
@@ -156,13 +163,21 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
 
     objective = objective_from_config(config.objective.name, config.objective.options)
     ema = EMA(model, tc.ema_half_life_kimg, tc.ema_rampup_ratio, 0.0 if tc.ema_half_life_kimg else tc.ema_decay)
-    with accelerator.main_process_first():
-        data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
-                           cache_dir=config.data.cache_dir or None)
-    images, labels = data.images, data.labels
+    noise = None
+    if is_pairs_folder(config.data.source):  # reflow: fixed (noise, sample) couplings, no flips
+        pairs = load_pairs(config.data.source)
+        images, labels, noise = pairs.x0, pairs.labels, pairs.noise
+    else:
+        with accelerator.main_process_first():
+            data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
+                               cache_dir=config.data.cache_dir or None)
+        images, labels = data.images, data.labels
     if config.data.limit and config.data.limit < len(images):
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(tc.seed))[:config.data.limit]
         images, labels = images[keep], labels[keep]
+        noise = noise[keep] if noise is not None else None
+    if model.num_classes and int(labels.min()) < 0:
+        raise ConfigError(f"{config.data.source} has no class labels, but model.num_classes = {model.num_classes}")
     if model.num_classes and int(labels.max()) >= model.num_classes:
         raise ConfigError(f"the data has {int(labels.max()) + 1} classes but model.num_classes = {model.num_classes}")
 
@@ -267,9 +282,13 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             losses = []
             for micro in range(tc.grad_accum):
                 idx = batch_indices(step * tc.grad_accum + micro, len(images), tc.batch_size, world, rank, tc.seed)
-                x = to_model_range(images[idx]).to(accelerator.device)
-                if config.data.flip:
-                    x = random_flip(x)
+                pair_noise = None
+                if noise is None:
+                    x = to_model_range(images[idx]).to(accelerator.device)
+                    if config.data.flip:
+                        x = random_flip(x)
+                else:
+                    x, pair_noise = images[idx].to(accelerator.device), noise[idx].to(accelerator.device)
                 lab = None
                 if unwrapped.num_classes:
                     lab = labels[idx].to(accelerator.device)
@@ -277,7 +296,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                     lab = torch.where(drop, torch.full_like(lab, unwrapped.num_classes), lab)
                 sync = micro == tc.grad_accum - 1
                 with (accelerator.no_sync(model) if not sync else contextlib.nullcontext()), accelerator.autocast():
-                    loss = objective(forward, x, lab).mean()
+                    loss = (objective(forward, x, lab) if pair_noise is None
+                            else objective(forward, x, lab, noise=pair_noise)).mean()
                     accelerator.backward(loss / tc.grad_accum)
                 losses.append(loss.detach().float())
             loss = torch.stack(losses).mean()

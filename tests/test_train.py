@@ -270,3 +270,52 @@ def test_a_log_line_cut_short_by_a_crash_does_not_break_resume(tmp_path, toy_dat
         f.write('{"step": 5, "lo')
     run(config_from_dict({**cfg, "train": {**cfg["train"], "max_steps": 6}}), resume=True)
     assert sorted(losses(tmp_path / "run")) == list(range(1, 7))
+
+
+def _write_pairs(folder, n=16, size=8):
+    from safetensors.torch import save_file
+
+    from genstudio.checkpoint import write_json
+
+    folder.mkdir(parents=True)
+    write_json(folder / "manifest.json", {"kind": "genstudio-pairs", "version": 1, "image_shape": [3, size, size],
+                                          "total": n, "shard_size": 8, "seed": 100, "num_classes": 2})
+    for k in range(n // 8):
+        seeds = torch.arange(100 + 8 * k, 100 + 8 * (k + 1))
+        save_file({"x0": torch.rand(8, 3, size, size).half() * 2 - 1, "seeds": seeds, "labels": seeds % 2},
+                  str(folder / f"pairs-{k:05d}.safetensors"))
+    return folder
+
+
+def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
+    from genstudio.noise import generators, randn_like
+    from genstudio.pairs import load_pairs
+
+    pairs_dir = _write_pairs(tmp_path / "pairs")
+    pairs = load_pairs(pairs_dir)
+    torch.testing.assert_close(pairs.noise[3], randn_like(torch.empty(1, 3, 8, 8), generators([103]))[0])
+    cfg = toy_config(tmp_path, pairs_dir, max_steps=3)
+    cfg["model"].update(path={"name": "linear"}, prediction="velocity", precond={"name": "none"})
+    cfg["objective"] = {"name": "flow_matching"}
+    seen = []
+    real = train_mod.objective_from_config
+
+    def spy(name, options):
+        inner = real(name, options)
+
+        class Spy:
+            family = inner.family
+
+            def __call__(self, model, x0, labels=None, noise=None):
+                seen.append(noise)
+                return inner(model, x0, labels, noise=noise)
+        return Spy()
+
+    monkeypatch.setattr(train_mod, "objective_from_config", spy)
+    run(config_from_dict(cfg))
+    assert len(seen) == 3 and all(any(torch.equal(n, pairs.noise[i]) for i in range(16)) for n in seen[0])
+    monkeypatch.undo()
+    cfg["objective"] = {"name": "edm"}
+    cfg["train"]["output_dir"] = str(tmp_path / "run2")
+    with pytest.raises(ConfigError, match="cannot train on \\(noise, sample\\) pairs"):
+        run(config_from_dict(cfg))
