@@ -1,4 +1,4 @@
-"""The `genstudio` command: train | sample | info | export."""
+"""The `genstudio` command: train | reflow | sample | info | export."""
 from __future__ import annotations
 
 import argparse
@@ -63,9 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         from .train import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "reflow":  # reflow train passes --section.key overrides to the trainer, as train does
+        from .reflow import main as reflow_main
+
+        return reflow_main(argv[1:])
     parser = argparse.ArgumentParser(prog="genstudio", description="Train, sample and inspect generative models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train a model (see genstudio train --help)")
+    sub.add_parser("reflow", help="reflow: generate (noise, sample) pairs, train on them, or run the pipeline "
+                                  "(see genstudio reflow --help)")
 
     p = sub.add_parser("sample", help="sample a PNG grid and individual PNGs from a checkpoint")
     p.add_argument("checkpoint", nargs="?", help="checkpoint folder (default: the shipped default)")

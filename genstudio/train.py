@@ -24,11 +24,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+import samplers
+
 from .checkpoint import CheckpointError, export_model, fsync_tree, write_json
 from .config import Config, ConfigError, load_config
 from .data import load_images, random_flip, to_model_range
 from .ema import EMA
-from .images import image_grid, save_png, to_uint8
+from .images import image_grid, save_png
 from .model import Model
 from .networks import UNetBackbone, unet_config
 from .objectives import objective_from_config
@@ -56,8 +58,6 @@ def build_model(config: Config) -> Model:
 
 def validate(config: Config) -> Model:
     """Everything that can be checked before any work starts; returns the model the config builds."""
-    import samplers
-
     try:
         model = build_model(config)
         samplers.get(config.train.sample_sampler, model)
@@ -105,6 +105,37 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     done = sorted((output_dir / CHECKPOINTS).glob("step_*"))
     done = [p for p in done if (p / STATE_FILE).is_file()]
     return done[-1] if done else None
+
+
+def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images, labels, noise): uint8 images from a data source, or float samples with their fixed noise
+    from a reflow pairs folder (noise is None otherwise); a `data.limit` subset is fixed by the seed."""
+    noise = None
+    if is_pairs_folder(config.data.source):
+        pairs = load_pairs(config.data.source)
+        images, labels, noise = pairs.x0, pairs.labels, pairs.noise
+    else:
+        data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
+                           cache_dir=config.data.cache_dir or None)
+        images, labels = data.images, data.labels
+    if config.data.limit and config.data.limit < len(images):
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.train.seed))
+        keep = keep[:config.data.limit]
+        images, labels, noise = images[keep], labels[keep], (noise[keep] if noise is not None else None)
+    if num_classes and int(labels.min()) < 0:
+        raise ConfigError(f"{config.data.source} has no class labels, but model.num_classes = {num_classes}")
+    if num_classes and int(labels.max()) >= num_classes:
+        raise ConfigError(f"the data has {int(labels.max()) + 1} classes but model.num_classes = {num_classes}")
+    return images, labels, noise
+
+
+def save_sample_grid(model: Model, defaults: dict[str, Any], count: int, path: Path) -> None:
+    """A PNG grid of `count` samples (seeds 0..count-1, labels cycling through the classes)."""
+    from .api import Pipeline
+
+    device = next(model.parameters()).device
+    labels = [i % model.num_classes for i in range(count)] if model.num_classes else None
+    save_png(image_grid(Pipeline(model, {"defaults": defaults}, device).generate(count, labels=labels).images), path)
 
 
 class _Distributed:
@@ -163,23 +194,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
 
     objective = objective_from_config(config.objective.name, config.objective.options)
     ema = EMA(model, tc.ema_half_life_kimg, tc.ema_rampup_ratio, 0.0 if tc.ema_half_life_kimg else tc.ema_decay)
-    noise = None
-    if is_pairs_folder(config.data.source):  # reflow: fixed (noise, sample) couplings, no flips
-        pairs = load_pairs(config.data.source)
-        images, labels, noise = pairs.x0, pairs.labels, pairs.noise
-    else:
-        with accelerator.main_process_first():
-            data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
-                               cache_dir=config.data.cache_dir or None)
-        images, labels = data.images, data.labels
-    if config.data.limit and config.data.limit < len(images):
-        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(tc.seed))[:config.data.limit]
-        images, labels = images[keep], labels[keep]
-        noise = noise[keep] if noise is not None else None
-    if model.num_classes and int(labels.min()) < 0:
-        raise ConfigError(f"{config.data.source} has no class labels, but model.num_classes = {model.num_classes}")
-    if model.num_classes and int(labels.max()) >= model.num_classes:
-        raise ConfigError(f"the data has {int(labels.max()) + 1} classes but model.num_classes = {model.num_classes}")
+    with accelerator.main_process_first():  # the main process fills the decode cache first
+        images, labels, noise = training_data(config, model.num_classes)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -211,8 +227,6 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
         accelerator.init_trackers("train", config=_flat_scalars(config.to_dict()))
 
     batch_images = tc.batch_size * world * tc.grad_accum
-    import samplers
-
     unwrapped = accelerator.unwrap_model(model)
     defaults = {"sampler": tc.sample_sampler, "steps": tc.sample_steps,
                 "grid": samplers.default_grid(samplers.get(tc.sample_sampler), unwrapped.path)}
@@ -248,24 +262,6 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             export_model(ema.model, out / "model", training=_summary(config, step, step * batch_images, wall, world),
                          defaults=defaults)
         accelerator.wait_for_everyone()
-
-    def sample_grid(step: int) -> None:
-        import samplers
-        from samplers.grids import make_grid
-
-        from .model import Guided
-        from .noise import generators, randn_like
-
-        spec = samplers.get(tc.sample_sampler)
-        m = ema.model
-        ts = make_grid(samplers.default_grid(spec, m.path), m.path, tc.sample_steps)
-        gens = generators(range(tc.sample_count))
-        x = randn_like(torch.empty(tc.sample_count, 3, config.data.image_size, config.data.image_size), gens)
-        x = (x.double() * m.path.sigma(ts[0])).float().to(accelerator.device)
-        lab = torch.arange(tc.sample_count, device=x.device) % m.num_classes if m.num_classes else None
-        with torch.no_grad():
-            x = spec.fn(Guided(m, lab), x, ts, generator=gens)
-        save_png(image_grid(to_uint8(x)), out / "samples" / f"step_{step:08d}.png")
 
     t0 = time.time()
     bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=not (main and tc.progress),
@@ -341,7 +337,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                                  "grad_norm": float(grad_norm)}, step=done)
                 bar.set_postfix(loss=f"{loss_all:.4f}", img_s=f"{ips:.0f}")
             if tc.sample_every and done % tc.sample_every == 0 and main:
-                sample_grid(done)
+                save_sample_grid(ema.model, defaults, tc.sample_count, out / "samples" / f"step_{done:08d}.png")
             periodic = done % tc.checkpoint_every == 0 or done == tc.max_steps
             if stopping or (periodic and streak == 0):  # no periodic checkpoint inside a non-finite streak
                 save(done)
