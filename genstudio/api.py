@@ -20,6 +20,7 @@ import torch
 
 import samplers
 from samplers.grids import make_grid
+from samplers.run import run_sampler
 
 from .checkpoint import load_model
 from .data import to_model_range
@@ -67,6 +68,12 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(device)
+        except RuntimeError as e:
+            raise ValueError(f"bad device {device!r}: {e}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU here; use device='cpu'")
         model, meta = load_model(path, device=device, dtype=dtype)
         return cls(model, meta, device, Path(path).name)
 
@@ -124,13 +131,10 @@ class Pipeline:
         for start in range(0, n, batch_size):
             gens = generators(seeds[start:start + batch_size])
             shape = (len(gens), *self.image_shape)
-            x = randn_like(torch.empty(shape), gens).double() * self.model.path.sigma(ts[0])
-            x = x.float().to(self.device)
+            z = randn_like(torch.empty(shape), gens).to(self.device)
             lab = None if label_tensor is None else label_tensor[start:start + batch_size].to(self.device)
             field = Guided(self.model, lab, guidance)
-            x = spec.fn(field, x, ts, generator=gens, callback=callback, **options)
-            if float(self.model.path.sigma(ts[-1])) > 0:  # VE keeps sigma_min of noise at t = 0: denoise it
-                x = field.x0(x, ts[-1].to(x.dtype))
+            x = run_sampler(spec, field, z, ts, generator=gens, callback=callback, **options)
             out.append(to_uint8(x))
             nfe = field.nfe
         return SampleResult(np.concatenate(out), nfe, time.perf_counter() - t0, sampler, steps, grid)

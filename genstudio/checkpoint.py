@@ -79,6 +79,17 @@ def write_json(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, skipping a line cut short by a crash."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def export_model(model: Model, folder: str | Path, training: dict[str, Any] | None = None,
                  defaults: dict[str, Any] | None = None) -> Path:
     """Write `model` as an exported checkpoint folder (atomically)."""

@@ -95,9 +95,8 @@ def on_edm_path(model: nn.Module) -> OnPath:
     """`model` on the EDM path, over the same range of noise levels sigma / alpha."""
     from .paths import EDMPath
 
-    path = model.path
-    s_min, s_max = (float(path.sigma_tilde(torch.tensor(v, dtype=torch.float64))) for v in (path.t_min, path.t_max))
-    return OnPath(model, EDMPath(t_min=s_min, t_max=min(s_max, 80.0)))  # alpha(t_max) = 0 on the linear path
+    s_min, s_max = model.path.sigma_tilde_range()
+    return OnPath(model, EDMPath(t_min=s_min, t_max=s_max))
 
 
 class Guided:
@@ -107,7 +106,7 @@ class Guided:
     Guidance is applied to the native prediction; every conversion is affine in the prediction
     for fixed x_t, so it is the same in any prediction space. `nfe` counts evaluations of the
     guided field; with guidance the conditional and unconditional passes share one network call
-    on a doubled batch, so `network_calls` equals `nfe` and the network sees 2x the images.
+    on a doubled batch: the network runs once per evaluation and sees twice the images.
     """
 
     def __init__(self, model: nn.Module, labels: Tensor | None = None, guidance: float = 1.0):

@@ -49,6 +49,14 @@ class NoisePath:
         t = _t(t)
         return self.sigma(t) / self.alpha(t)
 
+    def sigma_tilde_range(self, t_min: float | None = None, t_max: float | None = None,
+                          cap: float = 80.0) -> tuple[float, float]:
+        """(sigma~(t_min), sigma~(t_max)) in float64; an infinite top (alpha = 0) is capped at `cap`,
+        EDM's sigma_max."""
+        lo, hi = (float(self.sigma_tilde(torch.tensor(v, dtype=torch.float64)))
+                  for v in (self.t_min if t_min is None else t_min, self.t_max if t_max is None else t_max))
+        return lo, (hi if math.isfinite(hi) else cap)
+
     def t_from_sigma_tilde(self, s: Tensor) -> Tensor:
         return self.t_from_logsnr(-2 * torch.log(_t(s)))
 
@@ -163,6 +171,8 @@ class VPCosinePath(NoisePath):
     def _cos0(self) -> float:
         return math.cos(self.s / (1 + self.s) * math.pi / 2)
 
+    t_limit = 1.0  # alpha = 0 there
+
     def alpha(self, t): return torch.cos(self._theta(t)) / self._cos0
     def sigma(self, t): return torch.sqrt((1 - self.alpha(t) ** 2).clamp_min(0))
     def d_alpha(self, t): return -torch.sin(self._theta(t)) * (math.pi / 2 / (1 + self.s)) / self._cos0
@@ -251,6 +261,7 @@ class LinearPath(NoisePath):
     name: ClassVar[str] = "linear"
     t_min: float = 1e-3
     t_max: float = 1.0
+    t_limit = 1.0  # alpha = 0 there
 
     def alpha(self, t): return 1 - _t(t)
     def sigma(self, t): return _t(t)

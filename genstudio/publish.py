@@ -10,13 +10,11 @@ from typing import Any
 import torch
 
 from .api import Pipeline
-from .checkpoint import atomic_folder, load_model, write_json
+from .checkpoint import atomic_folder, load_model, read_jsonl, write_json
 from .images import image_grid, save_png
 
 
 def _loss_summary(run_dir: Path, last: int = 200) -> dict[str, Any]:
-    from .train import read_jsonl
-
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return {}

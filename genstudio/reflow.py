@@ -38,6 +38,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from samplers.run import prior, run_sampler
+
 from .checkpoint import fsync_tree, write_json
 from .model import Guided
 from .pairs import (MANIFEST, MANIFEST_KEYS, PAIRS_KIND, PAIRS_VERSION, load_pairs, num_shards,  # noqa: F401
@@ -69,11 +71,6 @@ def _deterministic(sampler, model, opts: dict[str, Any]):
     return spec
 
 
-def _prior(model, z: Tensor, ts: Tensor) -> Tensor:
-    """x_T = sigma(t_max) z, computed as the sampling pipeline does (float64 scale, back to z's dtype)."""
-    return (z.double() * model.path.sigma(ts[0].double()).to(z.device)).to(z.dtype)
-
-
 @torch.no_grad()
 def sample_pairs(model, z: Tensor, ts: Tensor, sampler="euler", labels: Tensor | None = None, guidance: float = 1.0,
                  **opts) -> Tensor:
@@ -81,11 +78,7 @@ def sample_pairs(model, z: Tensor, ts: Tensor, sampler="euler", labels: Tensor |
     grid `ts` (as genstudio.api.Pipeline.generate does, including its final denoise on VE paths whose
     sigma(0) > 0). opts go to the sampler (e.g. rtol for dopri5)."""
     field = _bind(model, labels, guidance)
-    spec = _deterministic(sampler, field.model, opts)
-    x = spec.fn(field, _prior(field.model, z, ts), ts, **opts)
-    if float(field.path.sigma(ts[-1].double())) > 0:
-        x = field.x0(x, ts[-1].to(x.dtype))
-    return x
+    return run_sampler(_deterministic(sampler, field.model, opts), field, z, ts, **opts)
 
 
 @torch.no_grad()
@@ -113,7 +106,7 @@ def straightness(model, z: Tensor, ts: Tensor, sampler="euler", labels: Tensor |
     def record(i, t, x, **_):
         states.append((float(t), x))
 
-    x_start = _prior(field.model, z, ts)
+    x_start = prior(field.path, z, ts)
     x_end = spec.fn(field, x_start, ts, callback=record, **opts)
     expected = [float(t) for t in ts[1:]]
     if len(states) != len(expected) or any(abs(t - e) > 1e-5 * max(1.0, abs(e)) for (t, _), e in zip(states, expected)):

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 import samplers
 
-from .checkpoint import CheckpointError, export_model, fsync_tree, write_json
+from .checkpoint import CheckpointError, export_model, fsync_tree, read_jsonl, write_json
 from .config import Config, ConfigError, load_config
 from .data import load_images, random_flip, to_model_range
 from .ema import EMA
@@ -38,7 +38,7 @@ from .pairs import is_pairs_folder, load_pairs
 from .paths import path_from_config
 from .precond import precond_from_config
 
-CHECKPOINTS = "checkpoints"
+RUN_CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.safetensors"
 
@@ -102,7 +102,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = sorted((output_dir / CHECKPOINTS).glob("step_*"))
+    done = sorted((output_dir / RUN_CHECKPOINTS).glob("step_*"))
     done = [p for p in done if (p / STATE_FILE).is_file()]
     return done[-1] if done else None
 
@@ -204,7 +204,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     start, streak, prior_wall = 0, 0, 0.0
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in (out / CHECKPOINTS).glob(".tmp-step_*"):  # a save that was interrupted
+        for stale in (out / RUN_CHECKPOINTS).glob(".tmp-step_*"):  # a save that was interrupted
             shutil.rmtree(stale, ignore_errors=True)
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         state = json.loads((ckpt / STATE_FILE).read_text())
@@ -220,7 +220,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
         start, prior_wall, streak = state["step"], state.get("wall_time_s", 0.0), state.get("nonfinite_streak", 0)
         accelerator.print(f"resumed from {ckpt} at step {start}")
     elif resume:
-        accelerator.print(f"no checkpoint in {out / CHECKPOINTS}: starting from scratch")
+        accelerator.print(f"no checkpoint in {out / RUN_CHECKPOINTS}: starting from scratch")
     if main:
         write_json(out / "config.json", config.to_dict())
         _truncate_log(out / "metrics.jsonl", start)
@@ -234,7 +234,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
 
     def save(step: int) -> None:
         """Checkpoint: save_state into a temporary folder, then one rename; prune to the last K."""
-        root = out / CHECKPOINTS
+        root = out / RUN_CHECKPOINTS
         final = root / f"step_{step:08d}"
         ema_state = {k: v.detach().contiguous() for k, v in ema.model.state_dict().items()}
         finite = all(bool(torch.isfinite(v).all()) for v in ema_state.values() if v.is_floating_point())
@@ -338,8 +338,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{loss_all:.4f}", img_s=f"{ips:.0f}")
             if tc.sample_every and done % tc.sample_every == 0 and main:
                 save_sample_grid(ema.model, defaults, tc.sample_count, out / "samples" / f"step_{done:08d}.png")
-            periodic = done % tc.checkpoint_every == 0 or done == tc.max_steps
-            if stopping or (periodic and streak == 0):  # no periodic checkpoint inside a non-finite streak
+            periodic = done % tc.checkpoint_every == 0 and streak == 0  # none inside a non-finite streak
+            if stopping or periodic or done == tc.max_steps:  # skipped updates leave the last good weights
                 save(done)
             if stopping:
                 accelerator.print(f"stop requested: checkpoint saved at step {done}; continue with --resume")
@@ -389,15 +389,7 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= step))
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log, skipping a line cut short by a crash."""
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,11 +47,10 @@ def quadratic(path: NoisePath, steps: int, t_min: float | None = None, t_max: fl
 
 def _sigma_range(path: NoisePath, t_min: float, t_max: float, sigma_max_cap: float) -> tuple[float, float]:
     """(sigma_min, sigma_max) of sigma = sigma/alpha on [t_min, t_max]; an infinite sigma_max is capped."""
-    s_min = float(path.sigma_tilde(torch.tensor(t_min, **_f64)))
-    s_max = float(path.sigma_tilde(torch.tensor(t_max, **_f64)))
+    s_min, s_max = path.sigma_tilde_range(t_min, t_max, cap=sigma_max_cap)
     if s_min <= 0:
         raise ValueError(f"this grid needs a positive noise level at t_min; got t_min={t_min}")
-    return s_min, (s_max if math.isfinite(s_max) else sigma_max_cap)
+    return s_min, s_max
 
 
 def karras(path: NoisePath, steps: int, t_min: float | None = None, t_max: float | None = None,

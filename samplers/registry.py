@@ -20,6 +20,7 @@ class SamplerSpec:
     default_grid: str | None = None  # None: the model's path chooses (paths.NoisePath.default_grid)
     nfe_offset: int = 0  # evaluations beyond steps * nfe_per_step: -1 when Heun's last step is Euler, +1 for a final denoise
     invertible: bool = False  # deterministic and runs just as well from data to noise (ODE inversion)
+    ends_denoised: bool = False  # its last step returns the x0 prediction (so VE's sigma_min is removed)
 
     def nfe(self, steps: int) -> int | None:
         """Evaluations for `steps` steps of a grid that ends at t = 0 (None for adaptive solvers)."""
@@ -27,7 +28,8 @@ class SamplerSpec:
 
 
 def register(*, name: str, needs: str | tuple[str, ...], consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
-             default_grid: str | None = None, nfe_offset: int = 0, invertible: bool = False):
+             default_grid: str | None = None, nfe_offset: int = 0, invertible: bool = False,
+             ends_denoised: bool = False):
     """Decorator: add a sampler with the shared signature
     `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""
     def wrap(fn: Callable) -> Callable:
@@ -35,7 +37,7 @@ def register(*, name: str, needs: str | tuple[str, ...], consumes: str, stochast
             raise ValueError(f"sampler {name!r} registered twice")
         kinds = (needs,) if isinstance(needs, str) else tuple(needs)
         SAMPLERS[name] = SamplerSpec(name, fn, kinds, consumes, stochastic, nfe_per_step, paper,
-                                     default_grid, nfe_offset, invertible)
+                                     default_grid, nfe_offset, invertible, ends_denoised)
         return fn
     return wrap
 

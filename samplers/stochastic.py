@@ -87,7 +87,7 @@ def sample_heun_churn(model, x, ts, *, generator=None, callback=None, S_churn: f
     ts = ts.to(x.dtype)
     _require_alpha(path, ts[:-1], "heun_churn")
     n = len(ts) - 1
-    sig_top = float(path.sigma_tilde(torch.tensor(path.t_limit, dtype=torch.float64)))
+    sig_top = path.sigma_tilde_range(t_max=path.t_limit, cap=math.inf)[1]
     for i in range(n):
         t, s = ts[i], ts[i + 1]
         sig, sig_s = path.sigma_tilde(t), path.sigma_tilde(s)
@@ -126,7 +126,8 @@ def euler_maruyama_step(path, x: Tensor, score: Tensor, t: Tensor, s: Tensor, ge
 
 
 @register(name="euler_maruyama", needs="field", consumes="score", stochastic=True, nfe_per_step=1,
-          paper="Song et al. 2021, score SDE, Eq. 6 (Euler-Maruyama on the reverse-time SDE)", default_grid="karras")
+          paper="Song et al. 2021, score SDE, Eq. 6 (Euler-Maruyama on the reverse-time SDE)", default_grid="karras",
+          ends_denoised=True)
 def sample_euler_maruyama(model, x, ts, *, generator=None, callback=None):
     """Euler-Maruyama on the reverse-time SDE of the path; the step to t = 0 returns the denoised
     x0 = E[x0 | x_t] of the last evaluation (as score_sde's `denoise`, with Tweedie's estimate)."""
@@ -149,7 +150,7 @@ def _norm(v: Tensor, norms: str) -> Tensor:
 
 @register(name="pc", needs="field", consumes="score", stochastic=True, nfe_per_step=2,
           paper="Song et al. 2021, score SDE, Alg. 1 and App. G, Alg. 2-5 (predictor-corrector)",
-          default_grid="karras")
+          default_grid="karras", ends_denoised=True)
 def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "reverse_diffusion",
               corrector: str = "langevin", n_corrector: int = 1, snr: float = 0.16, norms: str = "batch"):
     """Predictor-corrector sampling as score_sde_pytorch's pc_sampler: at each grid time t, `n_corrector`
@@ -208,7 +209,8 @@ def sample_pc(model, x, ts, *, generator=None, callback=None, predictor: str = "
 
 @register(name="annealed_langevin", needs="field", consumes="score", stochastic=True, nfe_per_step=5,
           paper="Song & Ermon 2019, NCSN, Alg. 1; final denoising: Song & Ermon 2020 (NCSNv2), "
-                "Jolicoeur-Martineau et al. 2021", default_grid="logsnr", nfe_offset=1)  # NCSN's geometric noise levels
+                "Jolicoeur-Martineau et al. 2021", default_grid="logsnr", nfe_offset=1,
+          ends_denoised=True)  # logsnr: NCSN's geometric noise levels
 def sample_annealed_langevin(model, x, ts, *, generator=None, callback=None, steps_per_level: int = 5,
                              step_lr: float | None = None):
     """Annealed Langevin dynamics in x~ = x / alpha, whose score is alpha * score(x) = -eps / sigma~.

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import genstudio
+import samplers
 from genstudio import cli
 from genstudio.api import Pipeline
 from genstudio.checkpoint import CheckpointError, export_model, load_model
@@ -159,5 +160,7 @@ def test_a_ve_model_gets_a_final_denoising_step(tmp_path):
     cfg["objective"] = {"name": "ncsn"}
     model = build_model(config_from_dict(cfg))
     pipe = Pipeline(model.eval(), {}, "cpu")
-    res = pipe.generate(2, sampler="euler", steps=4, grid="karras")
-    assert res.nfe == 4 + 1
+    for sampler in ("euler", "dpmpp_2m", "pc", "annealed_langevin", "consistency"):
+        res = pipe.generate(2, sampler=sampler, steps=4, grid="karras")
+        spec = samplers.get(sampler)
+        assert res.nfe == spec.nfe(4) + (0 if spec.ends_denoised else 1), sampler

@@ -42,3 +42,15 @@ def test_heun_churn_never_asks_a_bounded_path_beyond_its_last_step():
     out = samplers.get("heun_churn").fn(Guided(den), prior(path, ts, 64), ts, S_churn=40.0,
                                         generator=torch.Generator().manual_seed(0))
     assert max(seen) <= path.t_limit + 1e-6 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("path_name", ["edm", "vp_linear", "vp_cosine", "vp_discrete", "linear", "ve"])
+def test_churn_acts_on_every_path(path_name):
+    from genstudio.paths import PATHS
+
+    path = PATHS[path_name]()
+    ts = make_grid("karras", path, 10)
+    x = prior(path, ts, 8)
+    run = lambda churn: samplers.get("heun_churn").fn(Guided(gaussian(path, MEAN, VAR)), x, ts, S_churn=churn,  # noqa: E731
+                                                      generator=torch.Generator().manual_seed(0))
+    assert float((run(40.0) - run(0.0)).abs().max()) > 1e-6

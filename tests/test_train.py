@@ -50,8 +50,8 @@ def test_tiny_model_loss_falls_by_half(tmp_path, toy_data):
 
 
 def test_sigkill_mid_epoch_then_resume_replays_the_same_losses(tmp_path, toy_data):
-    # 40 images, batch 8: 5 steps an epoch, so the checkpoint at step 8 is mid-epoch.
-    base = toy_config(tmp_path, toy_data, max_steps=30, checkpoint_every=8, keep_checkpoints=1)
+    # 40 images, batch 8: 5 steps an epoch, so checkpoints every 8 steps are mid-epoch.
+    base = toy_config(tmp_path, toy_data, max_steps=60, checkpoint_every=8, keep_checkpoints=1)
     base["train"]["output_dir"] = str(tmp_path / "straight")
     run(config_from_dict(base))
     want = losses(tmp_path / "straight")
@@ -68,12 +68,13 @@ def test_sigkill_mid_epoch_then_resume_replays_the_same_losses(tmp_path, toy_dat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     ckpt = latest_checkpoint(tmp_path / "killed")
-    assert ckpt is not None and ckpt.name == "step_00000016", ckpt  # killed after 16, before 24
-    assert len(losses(tmp_path / "killed")) < 30
+    killed_at = len(losses(tmp_path / "killed"))
+    # Killed after step 16 or, if the poller was slow on a busy machine, a little later, mid-run anyway.
+    assert ckpt is not None and 16 <= int(ckpt.name[5:]) < killed_at < 60, (ckpt, killed_at)
 
     subprocess.run(train_cmd(cfg_path, "--resume"), env=env(), check=True, capture_output=True)
     got = losses(tmp_path / "killed")
-    assert sorted(got) == list(range(1, 31))
+    assert sorted(got) == list(range(1, 61))
     assert got == want  # exactly equal, step by step
 
 
@@ -325,3 +326,10 @@ def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
     cfg["train"]["output_dir"] = str(tmp_path / "run2")
     with pytest.raises(ConfigError, match="cannot train on \\(noise, sample\\) pairs"):
         run(config_from_dict(cfg))
+
+
+def test_a_non_finite_last_step_still_ends_with_a_checkpoint(tmp_path, toy_data, monkeypatch):
+    _patch_objective(monkeypatch, {10})
+    run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=10, checkpoint_every=100)))
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000010"
+    assert load_model(tmp_path / "run")[1]["training"]["steps"] == 10
