@@ -38,14 +38,18 @@ def _weights(H: float) -> tuple[float, float, float]:
     return w0, w1, 1 - 2 * w1 / H
 
 
+def schedule(path, ts) -> tuple[list[float], list[float], list[float]]:
+    """alpha, sigma and lambda = log(alpha / sigma) at each grid time, as float64 Python floats."""
+    t64 = ts.detach().to("cpu", torch.float64)
+    return path.alpha(t64).tolist(), path.sigma(t64).tolist(), (path.logsnr(t64) / 2).tolist()
+
+
 def _dpmpp(model, x, ts, *, order: int, eta: float, generator, callback, solver_type: str,
            lower_order_final: bool, half_d2: bool = False):
     """The shared loop of the four samplers below; history (lambda, x0) lives in a local list."""
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
-    path = model.path
-    t64 = ts.detach().to("cpu", torch.float64)
-    alpha, sigma, lam = path.alpha(t64).tolist(), path.sigma(t64).tolist(), (path.logsnr(t64) / 2).tolist()
+    alpha, sigma, lam = schedule(model.path, ts)
     ts_x = ts.to(x.dtype)
     n = len(ts) - 1
     history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0) at earlier times, newest last

@@ -27,7 +27,7 @@ from typing import Iterable
 
 import torch
 
-from .dpm_solver import _weights
+from .dpm_solver import _weights, schedule
 from .registry import register
 
 
@@ -85,9 +85,7 @@ def sample_unipc(model, x, ts, *, generator=None, callback=None, order: int = 2,
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
     disable_corrector = {int(i) for i in disable_corrector}
-    path = model.path
-    t64 = ts.detach().to("cpu", torch.float64)
-    alpha, sigma, lam = path.alpha(t64).tolist(), path.sigma(t64).tolist(), (path.logsnr(t64) / 2).tolist()
+    alpha, sigma, lam = schedule(model.path, ts)
     ts_x = ts.to(x.dtype)
     n = len(ts) - 1
     history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0) at earlier times, newest last
