@@ -38,6 +38,7 @@ from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import format_table, synchronize  # bench/common.py
 from genstudio.config import Config, config_from_dict
 from genstudio.data import load_images
 from genstudio.objectives import objective_from_config
@@ -68,11 +69,6 @@ def make_config(preset: str, precision: str, batch_size: int, max_steps: int, da
                   "checkpoint_every": max_steps + 1, "progress": False,
                   "mixed_precision": "bf16" if precision == "bf16" else "no"},
     })
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def forward_flops(config: Config, batch_size: int, device: torch.device) -> int:
@@ -144,15 +140,6 @@ def measure(preset: str, precision: str, args: argparse.Namespace, device: torch
             "plain_s_per_step": plain, "ours_s_per_step": ours}
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    def cell(value: Any) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    table = [list(COLUMNS)] + [[cell(row[c]) for c in COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in table)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="tiny,small", help="comma-separated network presets")
@@ -188,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"done: {preset} {precision}", file=sys.stderr, flush=True)
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up; ratio = ours img/s / plain img/s")
-    print(format_table(rows))
+    print(format_table(rows, COLUMNS))
     if args.out:
         report = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
                   "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__, "results": rows}

@@ -6,6 +6,9 @@ An exported model is a folder:
     unet/config.json                    diffusers' UNet2DModel config
     unet/diffusion_pytorch_model.safetensors
 
+A Constant Acceleration Flow (genstudio.caf, "network": "genstudio.CAFNetwork") has velocity/ and acceleration/
+in place of unet/, each the same diffusers layout.
+
 No pickle anywhere: safetensors and JSON only. Folders are written to a temporary sibling and
 renamed into place, so a crash mid-write never leaves a folder that loads wrong.
 """
@@ -21,6 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
+from .caf import CAF_NETWORK, CAFModel, CAFNetwork
 from .model import Model
 from .networks import UNetBackbone
 
@@ -97,8 +101,10 @@ def export_model(model: Model, folder: str | Path, training: dict[str, Any] | No
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise CheckpointError(f"refusing to export a model with non-finite weights ({name})")
     with atomic_folder(folder) as tmp:
-        model.network.save(tmp / "unet")
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, **model.spec(), "network": "diffusers.UNet2DModel",
+        caf = isinstance(model.network, CAFNetwork)
+        model.network.save(tmp if caf else tmp / "unet")
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, **model.spec(),
+                "network": CAF_NETWORK if caf else "diffusers.UNet2DModel",
                 "defaults": defaults or {}, "training": training or {}}
         write_json(tmp / META_FILE, meta)
     return Path(folder)
@@ -133,12 +139,13 @@ def load_model(folder: str | Path, device: str | torch.device | None = None,
         from .interop import load_diffusers_pipeline  # a diffusers DDPM/DDIM pipeline folder
         return load_diffusers_pipeline(folder, device=device, dtype=dtype)
     meta = read_meta(folder)
-    unet_dir = folder / "unet"
-    if not (unet_dir / "config.json").is_file() or not list(unet_dir.glob("*.safetensors")):
-        raise CheckpointError(f"{unet_dir} lacks config.json or safetensors weights")
+    caf = meta.get("network") == CAF_NETWORK
+    for unet_dir in ([folder / "velocity", folder / "acceleration"] if caf else [folder / "unet"]):
+        if not (unet_dir / "config.json").is_file() or not list(unet_dir.glob("*.safetensors")):
+            raise CheckpointError(f"{unet_dir} lacks config.json or safetensors weights")
     try:
-        network = UNetBackbone.load(unet_dir, dtype=dtype)
-        model = Model.from_spec(meta, network)
+        network = CAFNetwork.load(folder, dtype=dtype) if caf else UNetBackbone.load(unet_dir, dtype=dtype)
+        model = (CAFModel if caf else Model).from_spec(meta, network)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"cannot load {folder}: {type(e).__name__}: {e}") from None
     expected = meta.get("num_classes", 0)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 import samplers
 
+from .caf import build_caf_model
 from .checkpoint import CheckpointError, export_model, fsync_tree, read_jsonl, write_json
 from .config import Config, ConfigError, load_config
 from .data import load_images, random_flip, to_model_range
@@ -51,6 +52,8 @@ def build_model(config: Config) -> Model:
     """The model a config describes (every setting checked, no data touched)."""
     m = config.model
     objective = objective_from_config(config.objective.name, config.objective.options)
+    if m.kind == "caf" or objective.name == "caf":
+        return build_caf_model(config)
     unet = unet_config(m.network, image_size=config.data.image_size, num_classes=m.num_classes, **m.unet)
     return Model(UNetBackbone.from_config(unet), path_from_config(m.path), m.prediction,
                  precond_from_config(m.precond), m.num_classes, family=objective.family)

@@ -1,10 +1,10 @@
 """Sampler benchmark: sampler x steps -> NFE, images/s and distance to a high-NFE reference, and the
 overhead of our sampling loop over a raw loop of the same network calls.
 
-    OMP_NUM_THREADS=1 python bench/samplers.py --toy --n 1000 --threads 1
-    OMP_NUM_THREADS=1 python bench/samplers.py --samplers ddim,heun --steps 2,4 --n 4 --ref-steps 20 --threads 1
-    python bench/samplers.py                     # the shipped default checkpoint, every default sampler
-    python bench/samplers.py --checkpoint checkpoints/edm_tiny_cifar10 --out samplers.json
+    OMP_NUM_THREADS=1 python bench/sampler_zoo.py --toy --n 1000 --threads 1
+    OMP_NUM_THREADS=1 python bench/sampler_zoo.py --samplers ddim,heun --steps 2,4 --n 4 --ref-steps 20 --threads 1
+    python bench/sampler_zoo.py                     # the shipped default checkpoint, every default sampler
+    python bench/sampler_zoo.py --checkpoint checkpoints/edm_tiny_cifar10 --out samplers.json
 
 Two targets:
 
@@ -48,12 +48,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as `python bench/samplers.py`, this file's folder comes first on sys.path, and this file's name
-# would shadow the `samplers` package that genstudio imports: drop the folder, add the repository root
-# (for tests.gaussian) instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests.gaussian
+
+from common import format_table, synchronize  # noqa: E402  (bench/common.py)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -87,11 +84,6 @@ MIX_VARS = torch.tensor([[0.04, 0.09], [0.09, 0.04]], **f64)
 MIX_W = torch.tensor([0.3, 0.7], **f64)
 SW_DIRECTIONS = 64
 SW_REFERENCE = 100_000
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class CallCounter:
@@ -335,20 +327,6 @@ def bench_overhead(args: argparse.Namespace, pipe) -> dict[str, Any] | str:
 
 
 # -- output -------------------------------------------------------------------------------------------------
-
-def cell(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
-def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    table = [list(columns)] + [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in table)
-
 
 def nfe_mismatches(rows: list[dict[str, Any]]) -> list[str]:
     bad = []

@@ -1,0 +1,30 @@
+"""The benchmarks run (tiny settings): they are not timed here, only kept from rotting."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script, *args, tmp_path):
+    out = tmp_path / "out.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(out.read_text()), res.stdout
+
+
+def test_sampler_zoo_benchmark_on_the_toy(tmp_path):
+    report, stdout = _run("sampler_zoo.py", "--toy", "--n", "200", "--samplers", "ddim,heun", "--steps", "2",
+                          tmp_path=tmp_path)
+    rows = {(r["sampler"], r["steps"]): r for r in report["results"]}
+    assert rows[("heun", 2)]["nfe"] == rows[("heun", 2)]["spec_nfe"] == 3 and not report["nfe_mismatches"]
+
+
+def test_training_throughput_benchmark(tmp_path):
+    report, stdout = _run("train_throughput.py", "--presets", "tiny", "--precisions", "fp32", "--steps", "1",
+                          "--warmup", "1", "--batch-size", "4", "--threads", "1", tmp_path=tmp_path)
+    assert "ratio" in stdout and report
