@@ -99,7 +99,8 @@ class CAFNetwork(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, dtype: torch.dtype | None = None) -> "CAFNetwork":
-        return cls(UNetBackbone.load(Path(folder) / "velocity", dtype), UNetBackbone.load(Path(folder) / "acceleration", dtype))
+        folder = Path(folder)
+        return cls(UNetBackbone.load(folder / "velocity", dtype), UNetBackbone.load(folder / "acceleration", dtype))
 
 
 class CAFModel(Model):
@@ -160,7 +161,8 @@ class CAFLoss:
 
     def __post_init__(self):
         if self.time_distribution not in flow.TIME_DISTRIBUTIONS:
-            raise ValueError(f"caf time_distribution must be one of {flow.TIME_DISTRIBUTIONS}, got {self.time_distribution!r}")
+            raise ValueError(f"caf time_distribution must be one of {flow.TIME_DISTRIBUTIONS}, "
+                             f"got {self.time_distribution!r}")
         if not self.s > 0 or not self.acceleration_weight >= 0:
             raise ValueError(f"caf needs s > 0 and acceleration_weight >= 0, got {self.s}, {self.acceleration_weight}")
 

@@ -52,7 +52,7 @@ def build_model(config: Config) -> Model:
     """The model a config describes (every setting checked, no data touched)."""
     m = config.model
     objective = objective_from_config(config.objective.name, config.objective.options)
-    if m.kind == "caf" or objective.name == "caf":
+    if m.kind == "caf" or config.objective.name == "caf":
         return build_caf_model(config)
     unet = unet_config(m.network, image_size=config.data.image_size, num_classes=m.num_classes, **m.unet)
     return Model(UNetBackbone.from_config(unet), path_from_config(m.path), m.prediction,

@@ -21,7 +21,8 @@ from .registry import register
 def _evaluate(field, x: Tensor, t: Tensor, part: str, v0: Tensor | None = None) -> Tensor:
     """One guided evaluation of a CAF model's part, counted in the bound field's NFE (genstudio.model.Guided's
     classifier-free guidance on a doubled batch: uncond + w (cond - uncond)); a bare CAFModel runs unguided."""
-    model, labels, guidance = getattr(field, "model", field), getattr(field, "labels", None), getattr(field, "guidance", 1.0)
+    model = getattr(field, "model", field)
+    labels, guidance = getattr(field, "labels", None), getattr(field, "guidance", 1.0)
     if hasattr(field, "nfe"):
         field.nfe += 1
     if labels is None or guidance == 1.0:
@@ -35,7 +36,7 @@ def _evaluate(field, x: Tensor, t: Tensor, part: str, v0: Tensor | None = None) 
 
 
 @register(name="caf", needs=("caf",), consumes="velocity", stochastic=False, nfe_per_step=1, nfe_offset=1,
-          paper="Park et al. 2024, Constant Acceleration Flow, Sec. 3.3", default_grid="uniform")
+          paper="Park et al. 2024, Constant Acceleration Flow, Sec. 3.3", default_grid="even")
 def sample_caf(model, x, ts, *, generator=None, callback=None):
     """The initial velocity at ts[0], then one acceleration evaluation per step and the closed-form move; the
     callback's x0 is the one-step jump to t = 0 from the step's start with that step's acceleration."""

@@ -38,6 +38,13 @@ def uniform(path: NoisePath, steps: int, t_min: float | None = None, t_max: floa
     return _with_zero(torch.linspace(t_max, t_min, _check_steps(steps), **_f64))
 
 
+def even(path: NoisePath, steps: int, t_max: float | None = None) -> Tensor:
+    """Evenly spaced from t_max down to 0 itself: steps of equal length, for few-step samplers (CAF,
+    consistency) whose last step should not be wasted on [t_min, 0]."""
+    t_max = path.t_max if t_max is None else float(t_max)
+    return torch.linspace(t_max, 0, _check_steps(steps) + 1, **_f64)
+
+
 def quadratic(path: NoisePath, steps: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """Quadratic in t, denser near the data (Song et al. 2021, DDIM, Sec. D.2)."""
     t_min, t_max = _range(path, t_min, t_max)
@@ -86,7 +93,7 @@ def ddpm(path: NoisePath, steps: int, num_steps: int | None = None) -> Tensor:
 
 
 GRIDS: dict[str, Callable[..., Tensor]] = {
-    "uniform": uniform, "quadratic": quadratic, "karras": karras, "logsnr": logsnr, "ddpm": ddpm,
+    "uniform": uniform, "even": even, "quadratic": quadratic, "karras": karras, "logsnr": logsnr, "ddpm": ddpm,
 }
 
 
