@@ -189,16 +189,19 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Read a TOML config (or start from defaults) and apply overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    data = read_toml(path) if path is not None else {}
     over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     return config_from_dict(merge(data, over))

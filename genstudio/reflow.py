@@ -33,7 +33,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,7 +43,7 @@ from samplers.run import prior, run_sampler
 from .checkpoint import fsync_tree, write_json
 from .model import Guided
 from .pairs import (MANIFEST, MANIFEST_KEYS, PAIRS_KIND, PAIRS_VERSION, load_pairs, num_shards,  # noqa: F401
-                    pair_noise, pairs_complete, read_manifest, shard_name)
+                    pair_noise, pairs_complete, read_manifest, shard_name)  # load_pairs: reflow's public API
 
 # ---------------------------------------------------------------------------------------------------------
 # The model-agnostic core: any model with .path and a native prediction (a genstudio Model, a toy MLP Model,
@@ -287,16 +287,9 @@ DISTILL_OBJECTIVE = {"name": "flow_matching", "options": {"time_distribution": "
 def read_reflow_config(path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the [reflow] settings with defaults filled in, the trainer's sections as a dict); command-line
     overrides (--reflow.n 1000, --train.lr 1e-4) apply to both."""
-    from .config import ConfigError, _unknown, merge, parse_overrides, tomllib
+    from .config import _unknown, merge, parse_overrides, read_toml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    data = merge(data, parse_overrides(overrides or []))
+    data = merge(read_toml(path), parse_overrides(overrides or []))
     given = data.pop("reflow", {})
     for key in given:
         if key not in REFLOW_DEFAULTS:

@@ -1,7 +1,6 @@
 """Samplers that step along the Gaussian posterior of the path: DDIM (eta) and DDPM ancestral."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from genstudio.noise import randn_like

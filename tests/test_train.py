@@ -95,7 +95,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, toy_data):
     res = subprocess.run(train_cmd(cfg_path, "--resume", "--train.max_steps", str(step + 3)), env=env(),
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert f"resumed from" in res.stdout + res.stderr and max(losses(tmp_path / "run")) == step + 3
+    assert "resumed from" in res.stdout + res.stderr and max(losses(tmp_path / "run")) == step + 3
 
 
 class NaNAt:
