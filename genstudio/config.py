@@ -28,7 +28,7 @@ class ModelConfig:
     prediction: str = "x0"
     precond: dict = field(default_factory=lambda: {"name": "edm"})
     num_classes: int = 0                       # 0: unconditional
-    kind: str = "field"                        # field | caf (Constant Acceleration Flow: two UNets, genstudio.caf)
+    kind: str = "field"                        # field | caf (Constant Acceleration Flow: two UNets, genstudio.caf) | map (consistency model)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Config:
 
 _SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}
 _CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): ("tiny", "small", "ddpm"),
-            ("model", "kind"): ("field", "caf")}
+            ("model", "kind"): ("field", "caf", "map")}
 _POSITIVE = {("train", k) for k in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
                                     "log_every", "sample_steps", "sample_count", "max_nonfinite")} | {("data", "image_size")}
 _NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",

@@ -78,7 +78,7 @@ def register_objective(cls: type) -> type:
 for _cls in (DenoisingLoss, EDMLoss):
     register_objective(_cls)
 
-from . import caf, flow, score  # noqa: E402,F401  (register the flow and score families' objectives)
+from . import caf, consistency, flow, score  # noqa: E402,F401  (register the other families' objectives)
 
 
 def objective_from_config(name: str, options: dict[str, Any] | None = None):

@@ -72,7 +72,30 @@ class NCSNPrecond:
         return torch.zeros_like(c_out), c_out, 1 / path.alpha(t), path.noise_label(t.flatten())
 
 
-PRECONDS = {cls.name: cls for cls in (NoPrecond, EDMPrecond, NCSNPrecond)}
+@dataclass(frozen=True)
+class ConsistencyPrecond:
+    """Consistency-model boundary scalings (Song et al. 2023, App. C); the output is an x0 prediction.
+
+    Like EDM preconditioning it acts on x / alpha with sigma = sigma / alpha, so on the EDM path (alpha = 1)
+    the boundary f(x, sigma_min) = x holds exactly; on other paths it holds for x / alpha."""
+
+    name: ClassVar[str] = "consistency"
+    output: ClassVar[str | None] = "x0"
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+
+    def scalings(self, path: NoisePath, t: Tensor):
+        alpha, s = path.alpha(t), path.sigma_tilde(t)
+        sd, sd2 = self.sigma_data, self.sigma_data**2
+        d = s - self.sigma_min
+        c_skip = sd2 / (d**2 + sd2) / alpha
+        c_out = d * sd / torch.sqrt(sd2 + s**2)
+        c_in = 1 / torch.sqrt(s**2 + sd2) / alpha
+        c_noise = 250.0 * torch.log(s.flatten() + 1e-44)
+        return c_skip, c_out, c_in, c_noise
+
+
+PRECONDS = {cls.name: cls for cls in (NoPrecond, EDMPrecond, NCSNPrecond, ConsistencyPrecond)}
 
 
 def precond_to_config(precond) -> dict[str, Any]:

@@ -54,9 +54,11 @@ def build_model(config: Config) -> Model:
     objective = objective_from_config(config.objective.name, config.objective.options)
     if m.kind == "caf" or config.objective.name == "caf":
         return build_caf_model(config)
+    if (objective.family == "consistency") != (m.kind == "map"):
+        raise ValueError(f"model.kind 'map' goes with a consistency objective (got {m.kind!r}, {config.objective.name!r})")
     unet = unet_config(m.network, image_size=config.data.image_size, num_classes=m.num_classes, **m.unet)
     return Model(UNetBackbone.from_config(unet), path_from_config(m.path), m.prediction,
-                 precond_from_config(m.precond), m.num_classes, family=objective.family)
+                 precond_from_config(m.precond), m.num_classes, family=objective.family, kind=m.kind)
 
 
 def validate(config: Config) -> Model:
@@ -295,8 +297,10 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                     lab = torch.where(drop, torch.full_like(lab, unwrapped.num_classes), lab)
                 sync = micro == tc.grad_accum - 1
                 with (accelerator.no_sync(model) if not sync else contextlib.nullcontext()), accelerator.autocast():
-                    loss = (objective(forward, x, lab) if pair_noise is None
-                            else objective(forward, x, lab, noise=pair_noise)).mean()
+                    kw = {"noise": pair_noise} if pair_noise is not None else {}
+                    if "step" in inspect.signature(objective.__call__).parameters:  # curricula (iCT)
+                        kw.update(step=step, total_steps=tc.max_steps)
+                    loss = objective(forward, x, lab, **kw).mean()
                     accelerator.backward(loss / tc.grad_accum)
                 losses.append(loss.detach().float())
             loss = torch.stack(losses).mean()

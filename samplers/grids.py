@@ -71,6 +71,14 @@ def karras(path: NoisePath, steps: int, t_min: float | None = None, t_max: float
     return _with_zero(path.t_from_sigma_tilde(sig).clamp(t_min, t_max))
 
 
+def jumps(path: NoisePath, steps: int, t_min: float | None = None, t_max: float | None = None,
+          rho: float = 7.0) -> Tensor:
+    """Jump times for multistep consistency sampling: the Karras grid of steps + 1 levels without its
+    smallest one (a jump from sigma_min to data does nothing), then 0. One step is [t_max, 0]."""
+    ts = karras(path, _check_steps(steps) + 1, t_min, t_max, rho)
+    return torch.cat([ts[:-2], ts[-1:]])
+
+
 def logsnr(path: NoisePath, steps: int, t_min: float | None = None, t_max: float | None = None,
            sigma_max_cap: float = 80.0) -> Tensor:
     """Uniform in log-SNR (Lu et al. 2022, DPM-Solver's default for pixel models)."""
@@ -93,7 +101,7 @@ def ddpm(path: NoisePath, steps: int, num_steps: int | None = None) -> Tensor:
 
 
 GRIDS: dict[str, Callable[..., Tensor]] = {
-    "uniform": uniform, "even": even, "quadratic": quadratic, "karras": karras, "logsnr": logsnr, "ddpm": ddpm,
+    "uniform": uniform, "even": even, "jumps": jumps, "quadratic": quadratic, "karras": karras, "logsnr": logsnr, "ddpm": ddpm,
 }
 
 

@@ -198,4 +198,4 @@ def test_kind_and_objective_must_agree(tmp_path, caf_config):
     with pytest.raises(ConfigError, match="predicts \"velocity\""):
         validate(config_from_dict(cfg))
     with pytest.raises(ConfigError, match="model.kind must be one of"):
-        config_from_dict({"model": {"kind": "map"}})
+        config_from_dict({"model": {"kind": "warp"}})

@@ -1,0 +1,199 @@
+"""The consistency family: the boundary-condition preconditioning of consistency models and their
+training objectives.
+
+- `ConsistencyPrecond` ("consistency", defined in genstudio.precond and re-exported here): f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in x, c_noise) with
+  c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2),
+  c_out = (sigma - sigma_min) sigma_data / sqrt(sigma_data^2 + sigma^2),
+  c_in = 1 / sqrt(sigma^2 + sigma_data^2), c_noise = 1000 * 0.25 * log(sigma + 1e-44)
+  (Song et al. 2023, Consistency Models, App. C, and their code's `rescaled_t`; iCT keeps them). At
+  sigma = sigma_min, c_skip = 1 and c_out = 0 exactly, so f(x, sigma_min) = x exactly.
+- `ict`: improved consistency training (Song & Dhariwal 2023, iCT): the doubling discretization
+  curriculum, Karras noise levels, a discretized log-normal over the level index, the pseudo-Huber
+  metric, lambda(sigma_i) = 1 / (sigma_{i+1} - sigma_i), and the stop-gradient of the online model as
+  the target (no EMA teacher); both levels share the same noise z.
+- `cd`: consistency distillation (Song et al. 2023, Alg. 2) from a diffusion teacher: one step of a
+  zoo ODE solver from sigma_{n+1} to sigma_n, target = stop-gradient of the online model at sigma_n
+  (the paper's EMA target network, mu > 0, is not implemented: mu = 0, as iCT argues for), L2 or
+  pseudo-Huber metric (the paper's LPIPS is not used).
+
+Both objectives need the model on the EDM path (alpha = 1, sigma = t) with this preconditioning, whose
+sigma_min must be the path's t_min (the curriculum's lowest level).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .objectives import register_objective
+from .precond import ConsistencyPrecond  # noqa: F401  (defined with the other preconditionings)
+
+
+# ---- pure functions of the papers' formulas ------------------------------------------------------
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """sigma_i = (sigma_min^(1/rho) + (i-1)/(n-1) (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho, i = 1..n,
+    increasing, float64 (Karras et al. 2022, Eq. 5; Song et al. 2023, Sec. 4)."""
+    i = torch.arange(n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (lo + i / (n - 1) * (hi - lo)) ** rho
+
+
+def ict_num_levels(step: int, total_steps: int, s0: int = 10, s1: int = 1280) -> int:
+    """N(k) = min(s0 2^floor(k / K'), s1) + 1 with K' = floor(K / (log2(s1 / s0) + 1)) (iCT, Eq. 8)."""
+    k_prime = max(1, math.floor(total_steps / (math.log2(s1 / s0) + 1)))
+    return min(s0 * 2 ** (step // k_prime), s1) + 1
+
+
+def lognormal_index_probs(sigmas: Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> Tensor:
+    """p(sigma_i) proportional to erf((ln sigma_{i+1} - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_i - P_mean) / (sqrt 2 P_std)),
+    i = 1..N-1 (iCT, Sec. 3.5): index 0 here is the pair (sigma_1, sigma_2)."""
+    e = torch.erf((torch.log(sigmas.double()) - p_mean) / (math.sqrt(2) * p_std))
+    p = e[1:] - e[:-1]
+    return p / p.sum()
+
+
+def pseudo_huber(x: Tensor, y: Tensor, c: float) -> Tensor:
+    """d(x, y) = sqrt(||x - y||_2^2 + c^2) - c per sample (iCT, Sec. 3.3)."""
+    return torch.sqrt((x - y).flatten(1).pow(2).sum(1) + c * c) - c
+
+
+def huber_c(dim: int) -> float:
+    """c = 0.00054 sqrt(d) for d-dimensional data (iCT: c = 0.03 for CIFAR-10's d = 3072)."""
+    return 0.00054 * math.sqrt(dim)
+
+
+def _metric(loss: str, c: float | None, a: Tensor, b: Tensor) -> Tensor:
+    if loss == "pseudo_huber":
+        return pseudo_huber(a, b, huber_c(a[0].numel()) if c is None else c)
+    if loss == "l2":
+        return (a - b).flatten(1).pow(2).mean(1)
+    raise ValueError(f"unknown consistency loss {loss!r}; known: pseudo_huber, l2")
+
+
+def _check_model(model, loss: str) -> None:
+    precond = getattr(model, "precond", None)
+    if getattr(model, "kind", "field") != "map" or getattr(precond, "name", None) != "consistency":
+        raise ValueError("consistency objectives train a model with kind 'map' and 'consistency' preconditioning")
+    if model.path.name != "edm":
+        raise ValueError(f"consistency objectives need the EDM path (sigma = t), not {model.path.name!r}")
+    if not math.isclose(precond.sigma_min, model.path.t_min):
+        raise ValueError(f"the preconditioning's sigma_min {precond.sigma_min} must equal the path's t_min "
+                         f"{model.path.t_min}")
+    if loss not in ("pseudo_huber", "l2"):
+        raise ValueError(f"unknown consistency loss {loss!r}; known: pseudo_huber, l2")
+
+
+def _expand(v: Tensor, x: Tensor) -> Tensor:
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@register_objective
+@dataclass(frozen=True)
+class ICTLoss:
+    """Improved consistency training (Song & Dhariwal 2023): per sample
+    lambda(sigma_i) d(f(x + sigma_{i+1} z, sigma_{i+1}), sg f(x + sigma_i z, sigma_i)).
+
+    The trainer passes `step` and `total_steps` (the curriculum's k and K); called without them, the
+    final discretization N = s1 + 1 is used."""
+
+    name: ClassVar[str] = "ict"
+    family: ClassVar[str] = "consistency"
+    s0: int = 10
+    s1: int = 1280
+    rho: float = 7.0
+    P_mean: float = -1.1
+    P_std: float = 2.0
+    loss: str = "pseudo_huber"
+    huber_c: float | None = None  # None: 0.00054 sqrt(d)
+
+    def __call__(self, model, x0: Tensor, labels: Tensor | None = None, *, step: int | None = None,
+                 total_steps: int | None = None) -> Tensor:
+        _check_model(model, self.loss)
+        path = model.path
+        n = self.s1 + 1 if step is None or total_steps is None else ict_num_levels(step, total_steps, self.s0, self.s1)
+        sigmas = karras_sigmas(n, path.t_min, path.t_max, self.rho).to(x0.device)
+        probs = lognormal_index_probs(sigmas, self.P_mean, self.P_std)
+        i = torch.multinomial(probs, x0.shape[0], replacement=True)
+        lo, hi = sigmas[i], sigmas[i + 1]
+        weight = (1 / (hi - lo)).to(x0.dtype)
+        lo, hi = lo.to(x0.dtype), hi.to(x0.dtype)
+        z = torch.randn_like(x0)
+        with torch.no_grad():
+            target = model(x0 + _expand(lo, x0) * z, lo, labels).detach()
+        online = model(x0 + _expand(hi, x0) * z, hi, labels)
+        return weight * _metric(self.loss, self.huber_c, online, target)
+
+
+_TEACHERS: dict[tuple[str, str], Any] = {}
+
+
+def load_teacher(teacher, device: torch.device):
+    """The frozen teacher: an in-memory model (used as given) or an exported genstudio model's folder,
+    loaded once per (folder, device)."""
+    if not isinstance(teacher, (str, Path)):
+        return teacher
+    key = (str(Path(teacher).resolve()), str(device))
+    if key not in _TEACHERS:
+        from .checkpoint import load_model
+
+        model, _ = load_model(teacher, device=device)
+        model.requires_grad_(False)
+        _TEACHERS[key] = model.eval()
+    return _TEACHERS[key]
+
+
+@register_objective
+@dataclass(frozen=True)
+class CDLoss:
+    """Consistency distillation (Song et al. 2023, Alg. 2): n ~ U{1..N-1}, x_{n+1} = x + sigma_{n+1} z,
+    x^_n = one step of the zoo ODE solver `solver` (on the teacher) from sigma_{n+1} to sigma_n; loss
+    d(f(x_{n+1}, sigma_{n+1}), sg f(x^_n, sigma_n)) with lambda = 1.
+
+    `teacher`: folder of an exported genstudio model, or (from Python) a model object. A teacher on
+    another path is viewed on the student's EDM path at equal log-SNR (genstudio.model.OnPath).
+    The target is the online model under stop-gradient (no EMA target network)."""
+
+    name: ClassVar[str] = "cd"
+    family: ClassVar[str] = "consistency"
+    teacher: Any = None
+    solver: str = "heun"
+    N: int = 18
+    rho: float = 7.0
+    loss: str = "l2"
+    huber_c: float | None = None
+    guidance: float = 1.0
+
+    def __call__(self, model, x0: Tensor, labels: Tensor | None = None) -> Tensor:
+        import samplers
+        from .model import Guided, OnPath
+
+        _check_model(model, self.loss)
+        if self.teacher is None:
+            raise ValueError("cd needs objective option `teacher` (an exported diffusion model's folder)")
+        spec = samplers.get(self.solver)
+        if "field" not in spec.needs or spec.stochastic:
+            raise ValueError(f"cd needs a deterministic field solver, not {self.solver!r}")
+        teacher = load_teacher(self.teacher, x0.device)
+        path = model.path
+        view = teacher if teacher.path == path else OnPath(teacher, path)
+        sigmas = karras_sigmas(self.N, path.t_min, path.t_max, self.rho).to(x0.device)
+        n = torch.randint(0, self.N - 1, (x0.shape[0],), device=x0.device)
+        lo, hi = sigmas[n].to(x0.dtype), sigmas[n + 1].to(x0.dtype)
+        z = torch.randn_like(x0)
+        x_hi = x0 + _expand(hi, x0) * z
+        t_labels = labels if getattr(teacher, "num_classes", 0) else None
+        x_lo = torch.empty_like(x_hi)
+        with torch.no_grad():
+            for k in torch.unique(n).tolist():  # the zoo's solvers step a whole batch at one time
+                sel = n == k
+                ts = torch.stack([sigmas[k + 1], sigmas[k]]).to(x0.dtype)
+                guided = Guided(view, None if t_labels is None else t_labels[sel], self.guidance)
+                x_lo[sel] = spec.fn(guided, x_hi[sel], ts).to(x0.dtype)
+            target = model(x_lo, lo, labels).detach()
+        online = model(x_hi, hi, labels)
+        return _metric(self.loss, self.huber_c, online, target)
