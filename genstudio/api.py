@@ -92,7 +92,8 @@ class Pipeline:
 
     def defaults(self) -> dict[str, Any]:
         """The checkpoint's recommended sampler, steps and grid."""
-        d = {"sampler": "heun", "steps": 18, **self.meta.get("defaults", {})}
+        usable = self.samplers()
+        d = {"sampler": "heun" if "heun" in usable else usable[0], "steps": 18, **self.meta.get("defaults", {})}
         d.setdefault("grid", self.grid_for(d["sampler"]))
         return d
 
