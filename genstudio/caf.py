@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from . import flow  # a module, not its names: flow <-> objectives <-> caf import each other
 from .model import Model
 from .networks import UNetBackbone, unet_config
-from .objectives import register_objective
+from .objectives import _mean_per_sample, register_objective
 from .paths import LinearPath, NoisePath, expand, path_from_config
 from .precond import NoPrecond, precond_from_config
 
@@ -180,10 +180,6 @@ class CAFLoss:
         x_t, a = caf_state(x0, eps, t, u_hat)
         loss_a = _mean_per_sample((model(x_t, t, labels, part="acceleration", v0=u_hat) - a) ** 2)
         return loss_v + self.acceleration_weight * loss_a
-
-
-def _mean_per_sample(x: Tensor) -> Tensor:
-    return x.flatten(1).mean(1)
 
 
 def build_caf_model(config) -> CAFModel:

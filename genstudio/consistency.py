@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .objectives import register_objective
+from .paths import expand
 from .precond import ConsistencyPrecond  # noqa: F401  (defined with the other preconditionings)
 
 
@@ -88,10 +89,6 @@ def _check_model(model, loss: str) -> None:
         raise ValueError(f"unknown consistency loss {loss!r}; known: pseudo_huber, l2")
 
 
-def _expand(v: Tensor, x: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
 @register_objective
 @dataclass(frozen=True)
 class ICTLoss:
@@ -124,8 +121,8 @@ class ICTLoss:
         lo, hi = lo.to(x0.dtype), hi.to(x0.dtype)
         z = torch.randn_like(x0)
         with torch.no_grad():
-            target = model(x0 + _expand(lo, x0) * z, lo, labels).detach()
-        online = model(x0 + _expand(hi, x0) * z, hi, labels)
+            target = model(x0 + expand(lo, x0) * z, lo, labels).detach()
+        online = model(x0 + expand(hi, x0) * z, hi, labels)
         return weight * _metric(self.loss, self.huber_c, online, target)
 
 
@@ -185,7 +182,7 @@ class CDLoss:
         n = torch.randint(0, self.N - 1, (x0.shape[0],), device=x0.device)
         lo, hi = sigmas[n].to(x0.dtype), sigmas[n + 1].to(x0.dtype)
         z = torch.randn_like(x0)
-        x_hi = x0 + _expand(hi, x0) * z
+        x_hi = x0 + expand(hi, x0) * z
         t_labels = labels if getattr(teacher, "num_classes", 0) else None
         x_lo = torch.empty_like(x_hi)
         with torch.no_grad():

@@ -117,14 +117,17 @@ class Guided:
         self.prediction: str = model.prediction
         self.nfe = 0
 
-    def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor | float, **extra) -> Tensor:
+        """One guided evaluation; `extra` keyword inputs (e.g. a CAF model's part and v0) pass through,
+        tensors doubled along with x for the batched unconditional pass."""
         self.nfe += 1
         labels = self.labels
         if labels is None or self.guidance == 1.0:
-            return self.model(x, t, labels)
+            return self.model(x, t, labels, **extra)
         t = expand(t, x).flatten()
         null = torch.full_like(labels, self.model.null_label)
-        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+        extra = {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in extra.items()}
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]), **extra)
         cond, uncond = both.chunk(2)
         return uncond + self.guidance * (cond - uncond)
 

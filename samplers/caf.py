@@ -10,29 +10,10 @@ once at the grid's start, then per step t -> s one acceleration evaluation and t
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from genstudio.caf import caf_step
-from genstudio.paths import expand
 
 from .registry import register
-
-
-def _evaluate(field, x: Tensor, t: Tensor, part: str, v0: Tensor | None = None) -> Tensor:
-    """One guided evaluation of a CAF model's part, counted in the bound field's NFE (genstudio.model.Guided's
-    classifier-free guidance on a doubled batch: uncond + w (cond - uncond)); a bare CAFModel runs unguided."""
-    model = getattr(field, "model", field)
-    labels, guidance = getattr(field, "labels", None), getattr(field, "guidance", 1.0)
-    if hasattr(field, "nfe"):
-        field.nfe += 1
-    if labels is None or guidance == 1.0:
-        return model(x, t, labels, part=part, v0=v0)
-    t = expand(t, x).flatten()
-    null = torch.full_like(labels, model.null_label)
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]), part=part,
-                 v0=None if v0 is None else torch.cat([v0, v0]))
-    cond, uncond = both.chunk(2)
-    return uncond + guidance * (cond - uncond)
 
 
 @register(name="caf", needs=("caf",), consumes="velocity", stochastic=False, nfe_per_step=1, nfe_offset=1,
@@ -41,10 +22,10 @@ def sample_caf(model, x, ts, *, generator=None, callback=None):
     """The initial velocity at ts[0], then one acceleration evaluation per step and the closed-form move; the
     callback's x0 is the one-step jump to t = 0 from the step's start with that step's acceleration."""
     ts = ts.to(x.dtype)
-    u = _evaluate(model, x, ts[0], "velocity")
+    u = model(x, ts[0], part="velocity")  # model: a Guided CAF model (guidance and NFE counting)
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
-        a = _evaluate(model, x, t, "acceleration", u)
+        a = model(x, t, part="acceleration", v0=u)
         x_next = caf_step(x, t, s, u, a)
         if callback:
             callback(i=i, t=s, x=x_next, x0=caf_step(x, t, torch.zeros_like(t), u, a))
