@@ -11,4 +11,11 @@ def load(path, device=None, dtype=None):
     return Pipeline.load(path, device=device, dtype=dtype)
 
 
-__all__ = ["load", "__version__"]
+def evaluate(checkpoint=None, **kwargs):
+    """FID/IS/KID/precision-recall of a checkpoint's samples, with their protocol (see genstudio.metrics.evaluate)."""
+    from .metrics import evaluate as _evaluate
+
+    return _evaluate(checkpoint, **kwargs)
+
+
+__all__ = ["load", "evaluate", "__version__"]

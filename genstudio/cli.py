@@ -1,4 +1,4 @@
-"""The `genstudio` command: train | reflow | sample | info | export."""
+"""The `genstudio` command: train | reflow | sample | info | export | studio."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,117 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from ui.app import build, launch
+
+    from .api import shipped_checkpoints
+
+    checkpoints = args.checkpoint or shipped_checkpoints()
+    if not checkpoints:
+        raise FileNotFoundError("no checkpoints in checkpoints/ (set GENSTUDIO_CHECKPOINTS) and none given; "
+                                "pass --checkpoint DIR")
+    for c in checkpoints:
+        if not (Path(c) / "genstudio.json").is_file():
+            raise FileNotFoundError(f"{c} is not a checkpoint folder (no genstudio.json)")
+    print(f"genstudio studio on http://{args.host}:{args.port} with {', '.join(str(c) for c in checkpoints)}")
+    launch(build(checkpoints, device=args.device or "cpu"), host=args.host, port=args.port)
+    return 0
+
+
+def _sampler_options(items: list[str]) -> dict:
+    from .config import parse_value
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option needs KEY=VALUE, got {item!r}")
+        options[key] = parse_value(value)
+    return options
+
+
+def _evaluator_kwargs(args: argparse.Namespace) -> dict:
+    return dict(extractor=args.extractor, reference=args.reference, split=args.split, reference_n=args.reference_n,
+                metrics=[m for m in args.metrics.split(",") if m], batch_size=args.batch_size,
+                classifier=args.classifier, inception_weights=args.inception_weights, device=args.device,
+                cache_dir=args.cache_dir, progress=not args.no_progress)
+
+
+def _print_scores(result: dict) -> None:
+    for key, value in result["metrics"].items():
+        print(f"{result['labels'].get(key, key)}: {value:.6g}")
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .metrics import evaluate, evaluate_images
+
+    if args.images is not None:
+        result = evaluate_images(args.images, images_split=args.images_split, out=args.out, **_evaluator_kwargs(args))
+    else:
+        labels = None if args.labels is None else [int(v) for v in args.labels.split(",")]
+        if labels is not None and len(labels) == 1:
+            labels = labels[0]
+        options = _sampler_options(args.option) or None
+        result = evaluate(_checkpoint_arg(args.checkpoint), sampler=args.sampler, steps=args.steps, n=args.n,
+                          seed=args.seed, labels=labels, guidance=args.guidance, grid=args.grid,
+                          sampler_options=options, out=args.out, **_evaluator_kwargs(args))
+    _print_scores(result)
+    proto = result["protocol"]
+    what = (f"{proto['sampler']}, {proto['steps']} steps, NFE {proto['nfe']}, guidance {proto['guidance']}"
+            if "sampler" in proto else proto["images"]["source"])
+    quick = " (quick: fewer samples than the standard protocol)" if proto["quick"] else ""
+    print(f"{proto['n']} images ({what}){quick} against {(proto['reference'] or {}).get('source')} "
+          f"[{args.split}]; {proto['wall_seconds']:.1f} s" + (f" -> {args.out}" if args.out else ""))
+    if args.record:
+        if args.images is not None:
+            raise ValueError("--record writes a checkpoint's scores; it does not apply to --images")
+        from .publish import record_scores
+
+        print(f"recorded in {record_scores(_checkpoint_arg(args.checkpoint), [result])}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import PLOT, TABLE, sweep
+
+    steps = [int(v) for v in args.steps.split(",") if v]
+    samplers = [v for v in args.samplers.split(",") if v]
+    table = sweep(_checkpoint_arg(args.checkpoint), samplers, steps, args.out, n=args.n, seed=args.seed,
+                  guidance=args.guidance, **_evaluator_kwargs(args))
+    for c in sorted(table["cells"], key=lambda c: (c["sampler"], c["nfe"])):
+        print(f"{c['sampler']:>16} steps {c['steps']:>4} NFE {c['nfe']:>5}  {table['fid_label']}: "
+              f"{c['metrics']['fid']:.4g}")
+    print(f"{len(table['computed'])} cells computed, {len(table['kept'])} kept from before -> "
+          f"{Path(args.out) / TABLE}, {Path(args.out) / PLOT}")
+    if args.record:
+        from .publish import record_scores
+
+        print(f"recorded in {record_scores(_checkpoint_arg(args.checkpoint), table['cells'], Path(args.out) / PLOT)}")
+    return 0
+
+
+def _add_evaluator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record", action="store_true",
+                   help="also add the scores (with their protocol) to the checkpoint's metrics.json")
+    p.add_argument("--extractor", choices=["c10", "inception"], default="c10",
+                   help="c10: the project's CIFAR-10 classifier (offline, fast); inception: Inception-v3 (papers)")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="local Inception-v3 weights (torch-fidelity's .pth, or .safetensors); default: download")
+    p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
+    p.add_argument("--reference", default=None, metavar="SOURCE",
+                   help="reference images: cifar10, an image folder or a tar of one (default: the offline "
+                        "CIFAR-10 copy if present, else cifar10)")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="the reference split")
+    p.add_argument("--reference-n", type=int, default=None, help="score against a fixed subset of the reference")
+    p.add_argument("--metrics", default="fid,is,kid", help="comma-separated: fid, is, kid, pr")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--cache-dir", default=None, help="reference feature cache (default: $GENSTUDIO_CACHE)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":  # everything after "train" belongs to the trainer's own parser
@@ -97,6 +208,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", required=True, help="destination, e.g. checkpoints/my_model")
     p.add_argument("--grid-images", type=int, default=100)
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("studio", help="the Gradio studio: generate, edit, compare and inspect models in the browser")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="DIR",
+                   help="a checkpoint folder to serve (repeatable; default: the shipped ones)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default=None, help="default: cpu")
+    p.set_defaults(fn=cmd_studio)
+
+    p = sub.add_parser("eval", help="FID/IS/KID/precision-recall of a checkpoint's samples (or of images) "
+                                    "against a reference set")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (default: the shipped default)")
+    p.add_argument("--images", default=None, metavar="SOURCE",
+                   help="score these images (folder with class subfolders, tar, cifar10) instead of sampling")
+    p.add_argument("--images-split", default="train")
+    p.add_argument("--sampler", default=None, help="default: the checkpoint's recommendation")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--grid", default=None)
+    p.add_argument("--n", type=int, default=None, help="samples (default: 50000 with inception, 10000 with c10)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--labels", default=None, help="one class for all, or one per image (default: i %% classes)")
+    p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a sampler option")
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    _add_evaluator_args(p)
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("sweep", help="FID against NFE for samplers x step counts: a JSON table and a PNG plot")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (default: the shipped default)")
+    p.add_argument("--samplers", required=True, help="comma-separated, e.g. euler,heun,dpmpp_2m")
+    p.add_argument("--steps", required=True, help="comma-separated step counts, e.g. 5,10,20")
+    p.add_argument("--n", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--out", required=True, help="folder for sweep.json and fid_vs_nfe.png (resumes)")
+    _add_evaluator_args(p)
+    p.set_defaults(fn=cmd_sweep)
 
     args = parser.parse_args(argv)
     try:

@@ -72,6 +72,7 @@ class TrainConfig:
     sample_steps: int = 18
     sample_count: int = 64
     max_nonfinite: int = 5         # this many non-finite steps in a row stop the run
+    init_from: str = ""            # an exported genstudio model (or a run folder) whose weights start a fresh run (ECT)
     progress: bool = True
 
 

@@ -11,6 +11,11 @@ training objectives.
   curriculum, Karras noise levels, a discretized log-normal over the level index, the pseudo-Huber
   metric, lambda(sigma_i) = 1 / (sigma_{i+1} - sigma_i), and the stop-gradient of the online model as
   the target (no EMA teacher); both levels share the same noise z.
+- `ect`: easy consistency tuning (Geng et al. 2024, ECT): start from a trained EDM denoiser
+  (train.init_from) and tune it on pairs (t, r) with r = t (1 - q^-(stage+1) n(t)), n(t) = 1 + k sigmoid(-b t),
+  the gap shrinking by q at every stage; target = stop-gradient of the online model at r (the data at
+  r = 0), metric sqrt(||.||^2 + c^2) - c, weight 1 / (t - r). It keeps the EDM preconditioning, whose
+  boundary f(x, 0) = x holds exactly at sigma = 0.
 - `cd`: consistency distillation (Song et al. 2023, Alg. 2) from a diffusion teacher: one step of a
   zoo ODE solver from sigma_{n+1} to sigma_n, target = stop-gradient of the online model at sigma_n
   (the paper's EMA target network, mu > 0, is not implemented: mu = 0, as iCT argues for), L2 or
@@ -22,6 +27,7 @@ sigma_min must be the path's t_min (the curriculum's lowest level).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .coupling import NoiseEncoder, check_coupling, coupled_noise
 from .objectives import register_objective
 from .paths import expand
 from .precond import ConsistencyPrecond  # noqa: F401  (defined with the other preconditionings)
@@ -76,13 +83,14 @@ def _metric(loss: str, c: float | None, a: Tensor, b: Tensor) -> Tensor:
     raise ValueError(f"unknown consistency loss {loss!r}; known: pseudo_huber, l2")
 
 
-def _check_model(model, loss: str) -> None:
+def _check_model(model, loss: str, preconds: tuple[str, ...] = ("consistency",)) -> None:
     precond = getattr(model, "precond", None)
-    if getattr(model, "kind", "field") != "map" or getattr(precond, "name", None) != "consistency":
-        raise ValueError("consistency objectives train a model with kind 'map' and 'consistency' preconditioning")
+    if getattr(model, "kind", "field") != "map" or getattr(precond, "name", None) not in preconds:
+        raise ValueError(f"this consistency objective trains a model with kind 'map' and "
+                         f"{' or '.join(repr(p) for p in preconds)} preconditioning")
     if model.path.name != "edm":
         raise ValueError(f"consistency objectives need the EDM path (sigma = t), not {model.path.name!r}")
-    if not math.isclose(precond.sigma_min, model.path.t_min):
+    if precond.name == "consistency" and not math.isclose(precond.sigma_min, model.path.t_min):
         raise ValueError(f"the preconditioning's sigma_min {precond.sigma_min} must equal the path's t_min "
                          f"{model.path.t_min}")
     if loss not in ("pseudo_huber", "l2"):
@@ -107,9 +115,16 @@ class ICTLoss:
     P_std: float = 2.0
     loss: str = "pseudo_huber"
     huber_c: float | None = None  # None: 0.00054 sqrt(d)
+    coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.coupling)
+    kl_weight: float = 10.0
+
+    def coupling_network(self, shape: tuple[int, ...]) -> NoiseEncoder | None:
+        """The trainable noise encoder this objective needs (coupling = "vct"), or None."""
+        check_coupling(self.coupling)
+        return NoiseEncoder(shape) if self.coupling == "vct" else None
 
     def __call__(self, model, x0: Tensor, labels: Tensor | None = None, *, step: int | None = None,
-                 total_steps: int | None = None) -> Tensor:
+                 total_steps: int | None = None, encoder=None) -> Tensor:
         _check_model(model, self.loss)
         path = model.path
         n = self.s1 + 1 if step is None or total_steps is None else ict_num_levels(step, total_steps, self.s0, self.s1)
@@ -119,11 +134,71 @@ class ICTLoss:
         lo, hi = sigmas[i], sigmas[i + 1]
         weight = (1 / (hi - lo)).to(x0.dtype)
         lo, hi = lo.to(x0.dtype), hi.to(x0.dtype)
-        z = torch.randn_like(x0)
+        z, kl = coupled_noise(encoder, x0, hi)
         with torch.no_grad():
-            target = model(x0 + expand(lo, x0) * z, lo, labels).detach()
+            target = model(x0 + expand(lo, x0) * z.detach(), lo, labels).detach()
         online = model(x0 + expand(hi, x0) * z, hi, labels)
-        return weight * _metric(self.loss, self.huber_c, online, target)
+        return weight * _metric(self.loss, self.huber_c, online, target) + self.kl_weight * kl
+
+
+def ect_r(t: Tensor, stage: int, q: float = 2.0, k: float = 8.0, b: float = 1.0) -> Tensor:
+    """ECT's mapping r = t (1 - q^-(stage+1) (1 + k sigmoid(-b t))), clamped at 0 (Geng et al. 2024, Sec. 3,
+    the sigmoid n(t) of their code): the gap t - r shrinks by q at each stage, relatively more at small t."""
+    return (t * (1 - q ** -(stage + 1) * (1 + k * torch.sigmoid(-b * t)))).clamp(min=0)
+
+
+@contextmanager
+def _same_randomness(device: torch.device):
+    """Run the enclosed code from the RNG state found on entry (the shared dropout mask of ECT's two passes)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@register_objective
+@dataclass(frozen=True)
+class ECTLoss:
+    """Easy consistency tuning (Geng et al. 2024): t ~ LogNormal(P_mean, P_std), r = ect_r(t, stage),
+    shared noise z and dropout; loss d(f(x + t z, t), sg f(x + r z, r)) / (t - r), f(., 0) = x, with
+    d = sqrt(||.||^2 + c^2) - c. The stage is step // double_every (default: a quarter of the run), so
+    the trainer's `step`/`total_steps` drive the schedule; without them the last stage of a 4-stage run
+    is used. Start it from a trained EDM model with train.init_from."""
+
+    name: ClassVar[str] = "ect"
+    family: ClassVar[str] = "consistency"
+    P_mean: float = -1.1
+    P_std: float = 2.0
+    q: float = 2.0
+    k: float = 8.0
+    b: float = 1.0
+    c: float = 0.0
+    double_every: int = 0
+    coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.coupling)
+    kl_weight: float = 10.0
+
+    coupling_network = ICTLoss.coupling_network
+
+    def stage(self, step: int | None, total_steps: int | None) -> int:
+        every = self.double_every or max(1, (total_steps or 4) // 4)
+        return 3 if step is None else step // every
+
+    def __call__(self, model, x0: Tensor, labels: Tensor | None = None, *, step: int | None = None,
+                 total_steps: int | None = None, encoder=None) -> Tensor:
+        _check_model(model, "pseudo_huber", preconds=("edm", "consistency"))
+        path = model.path
+        t = torch.exp(self.P_mean + self.P_std * torch.randn(x0.shape[0], device=x0.device, dtype=torch.float64))
+        t = t.clamp(path.t_min, path.t_max)
+        r = ect_r(t, self.stage(step, total_steps), self.q, self.k, self.b)
+        lo = getattr(model.precond, "sigma_min", 0.0)  # a consistency preconditioning's own boundary
+        boundary = r <= lo
+        tt, rr = t.to(x0.dtype), r.clamp(min=max(lo, 1e-6)).to(x0.dtype)
+        z, kl = coupled_noise(encoder, x0, tt)
+        with _same_randomness(x0.device):
+            online = model(x0 + expand(tt, x0) * z, tt, labels)
+        with torch.no_grad():
+            target = model(x0 + expand(rr, x0) * z.detach(), rr, labels).detach()
+        target = torch.where(boundary.reshape(-1, *[1] * (x0.dim() - 1)), x0, target)
+        return pseudo_huber(online, target, self.c) / (t - r.clamp(min=lo)).to(x0.dtype) + self.kl_weight * kl
 
 
 _TEACHERS: dict[tuple[str, str], Any] = {}

@@ -2,6 +2,8 @@
 (`samples.png`) and `metrics.json` (how it was trained, how fast it samples, what it scored)."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -53,3 +55,33 @@ def publish(run_dir: str | Path, dest: str | Path, grid_images: int = 100, timin
         }
         write_json(tmp / "metrics.json", metrics)
     return dest
+
+
+def _score_key(record: dict[str, Any]) -> tuple:
+    p = record["protocol"]
+    return (p.get("sampler"), p.get("steps"), p.get("guidance"), p.get("n"), json.dumps(p.get("seeds"), sort_keys=True),
+            (p.get("extractor") or {}).get("weights_sha256"), json.dumps(p.get("reference"), sort_keys=True))
+
+
+def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str | Path | None = None) -> Path:
+    """Add evaluator results (genstudio.evaluate's dicts, or sweep cells) to the checkpoint's metrics.json
+    under "scores", one record per protocol (a rerun with the same protocol replaces its record); copy
+    `plot` (an FID-vs-NFE PNG) beside it as fid_vs_nfe.png. Written atomically."""
+    folder = Path(folder)
+    path = folder / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    old = metrics.get("scores")
+    records = old if isinstance(old, list) else []
+    for r in results:
+        p = r["protocol"]
+        record = {"sampler": p.get("sampler"), "steps": p.get("steps"), "nfe": p.get("nfe"),
+                  "guidance": p.get("guidance"), "n": p.get("n"), "quick": p.get("quick"),
+                  "extractor": (p.get("extractor") or {}).get("label"),
+                  "metrics": r["metrics"], "labels": r["labels"], "protocol": p}
+        records = [x for x in records if _score_key(x) != _score_key(record)] + [record]
+    metrics["scores"] = sorted(records, key=lambda x: (str(x["sampler"]), x["nfe"] or 0, x["guidance"] or 0))
+    write_json(path, metrics)
+    if plot is not None:
+        shutil.copyfile(plot, folder / "fid_vs_nfe.png.tmp")
+        os.replace(folder / "fid_vs_nfe.png.tmp", folder / "fid_vs_nfe.png")
+    return path

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 import samplers
 
 from .caf import build_caf_model
-from .checkpoint import CheckpointError, export_model, fsync_tree, read_jsonl, write_json
+from .checkpoint import CheckpointError, export_model, fsync_tree, load_model, read_jsonl, write_json
 from .config import Config, ConfigError, load_config
 from .data import load_images, random_flip, to_model_range
 from .ema import EMA
@@ -59,6 +59,27 @@ def build_model(config: Config) -> Model:
     unet = unet_config(m.network, image_size=config.data.image_size, num_classes=m.num_classes, **m.unet)
     return Model(UNetBackbone.from_config(unet), path_from_config(m.path), m.prediction,
                  precond_from_config(m.precond), m.num_classes, family=objective.family, kind=m.kind)
+
+
+def init_weights(model: Model, source: str | Path) -> None:
+    """Copy the network weights of an exported genstudio model (a folder with genstudio.json, or a run
+    folder holding model/) into `model`; the architectures must match exactly."""
+    folder = Path(source)
+    if not (folder / "genstudio.json").is_file() and (folder / "model" / "genstudio.json").is_file():
+        folder = folder / "model"
+    if not (folder / "genstudio.json").is_file():
+        raise ConfigError(f"train.init_from = {str(source)!r} is not an exported genstudio model "
+                          f"(no genstudio.json there or in its model/ folder)")
+    if model.kind == "caf":
+        raise ConfigError("train.init_from does not apply to CAF models (two networks)")
+    source_model, _ = load_model(folder)
+    theirs, ours = source_model.network.state_dict(), model.network.state_dict()
+    wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+    if wrong or set(theirs) - set(ours):
+        raise ConfigError(f"train.init_from = {str(source)!r}: its network does not match this config's "
+                          f"({len(wrong)} missing or mis-shaped tensors, e.g. {wrong[:3]}); use the same "
+                          f"[model] network, unet and num_classes")
+    model.network.load_state_dict(theirs)
 
 
 def validate(config: Config) -> Model:
@@ -186,6 +207,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)  # the initial weights
     model = validate(config)
     tc = config.train
+    if tc.init_from:
+        init_weights(model, tc.init_from)  # a resumed run then loads its own state over these
     out = Path(tc.output_dir)
     if not resume and latest_checkpoint(out) is not None:
         raise ConfigError(f"{out} already holds checkpoints of a run: continue it with --resume, "
@@ -202,8 +225,15 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     with accelerator.main_process_first():  # the main process fills the decode cache first
         images, labels, noise = training_data(config, model.num_classes)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    # a trainable part of the objective (VCT's noise encoder): optimized and checkpointed with the model, not exported
+    make_encoder = getattr(objective, "coupling_network", None)
+    encoder = make_encoder(tuple(images.shape[1:])) if make_encoder else None
+    params = list(model.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    if encoder is not None:
+        model, encoder, optimizer = accelerator.prepare(model, encoder, optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(accelerator.device)
 
     start, streak, prior_wall = 0, 0, 0.0
@@ -300,11 +330,14 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                     kw = {"noise": pair_noise} if pair_noise is not None else {}
                     if "step" in inspect.signature(objective.__call__).parameters:  # curricula (iCT)
                         kw.update(step=step, total_steps=tc.max_steps)
+                    if encoder is not None:
+                        kw.update(encoder=encoder)
                     loss = objective(forward, x, lab, **kw).mean()
                     accelerator.backward(loss / tc.grad_accum)
                 losses.append(loss.detach().float())
             loss = torch.stack(losses).mean()
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip else math.inf)
+            grad_norm = accelerator.clip_grad_norm_(params if encoder is not None else model.parameters(),
+                                                    tc.grad_clip if tc.grad_clip else math.inf)
             flags = torch.tensor([float(not torch.isfinite(loss)), float(not torch.isfinite(grad_norm)),
                                   float(stop.stop)], device=accelerator.device)
             loss_bad, grad_bad, stopping = (bool(f > 0) for f in accelerator.reduce(flags, reduction="sum"))

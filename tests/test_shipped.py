@@ -21,3 +21,51 @@ def test_every_shipped_checkpoint_has_a_metrics_record():
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["training"]["images_seen"] > 0 and metrics["training"]["hardware"]
         assert (folder / "samples.png").is_file()
+
+
+def test_every_shipped_checkpoint_samples_with_its_defaults():
+    for folder in shipped_checkpoints():
+        pipe = genstudio.load(folder, device="cpu")
+        d = pipe.defaults()
+        labels = [0, 1] if pipe.num_classes else None
+        result = pipe.generate(2, steps=min(int(d["steps"]), 2), seed=0, labels=labels)
+        assert result.images.shape == (2, 32, 32, 3) and result.images.std() > 5, folder.name
+
+
+def test_shipped_folder_stays_under_100_mb():
+    root = default_checkpoint().parent
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert total < 100e6, f"checkpoints/ holds {total / 1e6:.1f} MB"
+
+
+def test_recorded_scores_name_their_extractor():
+    for folder in shipped_checkpoints():
+        scores = json.loads((folder / "metrics.json").read_text()).get("scores") or []
+        for record in scores:
+            label = record["labels"]["fid"]
+            assert record["extractor"] and ("c10" in label or "Inception" in label)
+            assert record["protocol"]["n"] == record["n"] and record["protocol"]["extractor"]["weights_sha256"]
+
+
+def test_shipped_classifier_classifies_the_offline_test_split():
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from genstudio.classifier import default_classifier_path, load_classifier, read_classifier_meta
+    from genstudio.data import load_images, to_model_range
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test.tar.gz"
+    if not data.is_file():
+        pytest.skip(f"the offline CIFAR-10 copy is not at {data}")
+    meta = read_classifier_meta(default_classifier_path())
+    test = load_images(data, split="test")
+    keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:500]
+    model = load_classifier()
+    with torch.no_grad():
+        x = to_model_range(test.images[keep])
+        logits = model(x) + model(x.flip(-1))
+    acc = float((logits.argmax(1) == test.labels[keep]).float().mean())
+    print(f"shipped classifier: {acc:.3f} on 500 test images (recorded on all 10k: {meta['test_accuracy']:.4f})")
+    assert acc > 0.88 and abs(acc - meta["test_accuracy"]) < 0.04

@@ -1,0 +1,265 @@
+"""The evaluator (genstudio.metrics, genstudio.sweep): offline, CPU, tiny models and random-init extractors."""
+from __future__ import annotations
+
+import json
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genstudio
+from genstudio import cli, metrics_extractors
+from genstudio.api import Pipeline
+from genstudio.checkpoint import export_model
+from genstudio.classifier import CifarResNet, save_classifier
+from genstudio.config import config_from_dict
+from genstudio.data import load_images
+from genstudio.metrics import Evaluator, evaluate_images
+from genstudio.metrics_extractors import InceptionWeightsError
+from genstudio.sweep import sweep
+from genstudio.train import build_model
+
+from .conftest import make_toy_folder, toy_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def smooth_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """uint8 (n, size, size, 3): bilinearly upsampled 4x4 noise, mid-grey on average, room to shift."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    x = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return (40 + 150 * x).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.fixture
+def classifier(tmp_path):
+    """A random-init two-class classifier with 16-d features (the interface of the shipped one); He-normal
+    weights keep the features at unit scale through the BatchNorms' initial statistics."""
+    torch.manual_seed(0)
+    net = CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2)
+    for mod in net.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(mod.weight)
+    return save_classifier(net, tmp_path / "clf.safetensors", {"note": "random init, for tests"})
+
+
+@pytest.fixture
+def toy_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(toy_config(tmp_path, tmp_path)))  # 8x8 images, 2 classes
+    return export_model(model, tmp_path / "ckpt", training={"steps": 0}, defaults={"sampler": "heun", "steps": 4})
+
+
+@pytest.fixture
+def random_inception(tmp_path, monkeypatch):
+    """torch-fidelity's Inception-v3 with He-normal random weights, saved as a local .pth state dict."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    with monkeypatch.context() as m:  # build the architecture without fetching or loading any weights
+        m.setattr(tf_inception, "load_state_dict_from_url", lambda *a, **k: {})
+        m.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.manual_seed(0)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(mod.weight)
+    path = tmp_path / "inception_random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+class _Images(torch.utils.data.Dataset):
+    """uint8 (3, H, W) tensors: how torch-fidelity takes images held in memory."""
+
+    def __init__(self, images: np.ndarray):
+        self.x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def _torch_fidelity(a, b, **kw):
+    import torch_fidelity
+
+    return torch_fidelity.calculate_metrics(input1=_Images(a), input2=_Images(b), cuda=False, cache=False,
+                                            save_cpu_ram=True, verbose=False, **kw)
+
+
+def test_inception_path_equals_torch_fidelity_calculate_metrics(random_inception, tmp_path):
+    a, b = smooth_images(12, 16, seed=1), smooth_images(12, 16, seed=2)
+    ours = evaluate_images(a, reference=b, extractor="inception", inception_weights=random_inception,
+                           metrics=("fid", "is", "kid"), batch_size=6, cache_dir=tmp_path / "cache", progress=False,
+                           device="cpu")  # torch-fidelity runs below with cuda=False: same device, same floats
+    ref = _torch_fidelity(a, b, fid=True, isc=True, kid=True, kid_subset_size=12, batch_size=6,
+                          feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(random_inception))
+    m = ours["metrics"]
+    assert m["fid"] > 1e-3  # random Inception features still separate two different sets
+    assert m["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+    assert m["is_mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-6)
+    assert m["kid_mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6, abs=1e-12)
+    assert ours["labels"]["fid"] == "FID (Inception-v3)"
+    ext = ours["protocol"]["extractor"]
+    assert ext["name"] == "inception-v3-compat"
+    assert ext["weights_sha256"] == metrics_extractors.file_sha256(random_inception)
+
+
+def test_c10_extractor_is_registered_with_torch_fidelity_and_agrees(classifier, tmp_path):
+    a, b = smooth_images(40, seed=1), smooth_images(40, seed=2)
+    ours = evaluate_images(a, reference=b, classifier=classifier, metrics=("fid", "is", "kid", "pr"),
+                           batch_size=16, cache_dir=tmp_path, progress=False, device="cpu")
+    ref = _torch_fidelity(a, b, fid=True, isc=True, kid=True, prc=True, kid_subset_size=40, batch_size=16,
+                          feature_extractor="genstudio-c10", feature_extractor_weights_path=str(classifier))
+    m = ours["metrics"]
+    assert m["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+    assert m["is_mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-6)
+    assert m["kid_mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6, abs=1e-12)
+    assert (m["precision"], m["recall"]) == (ref["precision"], ref["recall"])
+    assert ours["labels"]["fid"] == "FID (c10 classifier features)"
+    assert not any("Inception" in text for text in ours["labels"].values())
+
+
+def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift(classifier, tmp_path):
+    images = smooth_images(64)
+    ev = Evaluator(reference=images, classifier=classifier, metrics=("fid",), cache_dir=tmp_path, progress=False)
+    fids = []
+    for shift in (0, 8, 24, 48):
+        shifted = (images.astype(np.int16) + shift).clip(0, 255).astype(np.uint8)
+        fids.append(ev.score_images(shifted)["metrics"]["fid"])
+    assert abs(fids[0]) < 1e-6 * fids[1]
+    assert fids[1] < fids[2] < fids[3], fids
+
+
+def test_reference_cache_is_reused_then_invalidated_when_the_data_change(classifier, tmp_path, monkeypatch):
+    folder = make_toy_folder(tmp_path / "ref", n_per_class=10, size=8)
+    images = smooth_images(20, 8)
+    writes = []
+    original = Evaluator._write_reference
+    monkeypatch.setattr(Evaluator, "_write_reference",
+                        lambda self, key, *a: (writes.append(key), original(self, key, *a)))
+
+    def score():
+        return evaluate_images(images, reference=folder, classifier=classifier, metrics=("fid",),
+                               cache_dir=tmp_path / "cache", progress=False)
+
+    first, again = score(), score()
+    assert len(writes) == 1 and first["metrics"]["fid"] == again["metrics"]["fid"]
+    assert first["protocol"]["reference"]["cache_key"] == writes[0] and first["protocol"]["reference"]["n"] == 20
+    Image.fromarray(np.full((8, 8, 3), 250, np.uint8)).save(folder / "a" / "999.png")  # the data change
+    changed = score()
+    assert len(writes) == 2 and writes[1] != writes[0]
+    assert changed["protocol"]["reference"]["n"] == 21 and changed["metrics"]["fid"] != first["metrics"]["fid"]
+    assert not list((tmp_path / "cache").rglob("*.pt")) and not list((tmp_path / "cache").rglob("*.pkl"))
+
+
+PROTOCOL_KEYS = {"checkpoint", "sampler", "steps", "grid", "guidance", "n", "seeds", "labels", "extractor", "metrics",
+                 "torch_fidelity", "reference", "quick", "comparable_to_papers", "nfe", "wall_seconds",
+                 "metric_settings"}
+
+
+def test_evaluate_a_conditional_checkpoint_end_to_end(toy_checkpoint, classifier, toy_data, tmp_path, monkeypatch):
+    sizes = []
+    generate = Pipeline.generate
+    monkeypatch.setattr(Pipeline, "generate", lambda self, n, *a, **k: (sizes.append(n), generate(self, n, *a, **k))[1])
+    out = tmp_path / "res" / "result.json"
+    result = genstudio.evaluate(toy_checkpoint, sampler="euler", steps=2, n=20, batch_size=8, classifier=classifier,
+                                reference=toy_data, cache_dir=tmp_path / "cache", metrics=("fid", "is", "kid", "pr"),
+                                out=out, progress=False)
+    assert sizes == [8, 8, 4]  # generated and scored batch by batch
+    m, p = result["metrics"], result["protocol"]
+    assert PROTOCOL_KEYS <= set(p) and json.loads(out.read_text()) == result
+    assert {"fid", "is_mean", "kid_mean", "precision", "recall", "class_accuracy"} <= set(m)
+    assert all(np.isfinite(v) for v in m.values()) and 0 <= m["class_accuracy"] <= 1
+    assert (p["sampler"], p["steps"], p["nfe"], p["n"], p["guidance"]) == ("euler", 2, 2, 20, 1.0)
+    assert p["seeds"]["first"] == 0 and p["seeds"]["last"] == 19 and p["labels"].startswith("balanced")
+    assert p["quick"] is True and p["comparable_to_papers"] is False
+    assert p["checkpoint"]["sha256"] and p["extractor"]["weights_sha256"] and p["reference"]["content_hash"]
+    assert p["reference"]["n"] == 40 and p["extractor"]["name"] == "genstudio-c10"
+    import torch_fidelity
+
+    assert p["torch_fidelity"] == torch_fidelity.__version__
+
+
+def test_sweep_writes_a_table_and_plot_and_resumes_after_an_interruption(toy_checkpoint, classifier, toy_data,
+                                                                          tmp_path, monkeypatch):
+    kw = dict(n=8, classifier=classifier, reference=toy_data, cache_dir=tmp_path / "cache", metrics=("fid",),
+              progress=False)
+    out = tmp_path / "sweep"
+    calls, interrupt_at = [], [2]
+    score = Evaluator.score_checkpoint
+
+    def counted(self, pipe, ckpt, **cell):
+        calls.append((cell["sampler"], cell["steps"]))
+        if len(calls) == interrupt_at[0]:
+            raise KeyboardInterrupt  # Ctrl-C during the second cell
+        return score(self, pipe, ckpt, **cell)
+
+    monkeypatch.setattr(Evaluator, "score_checkpoint", counted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(toy_checkpoint, ["euler"], [1, 2], out, **kw)
+    assert [c["steps"] for c in json.loads((out / "sweep.json").read_text())["cells"]] == [1]
+    calls.clear()
+    interrupt_at[0] = None
+    table = sweep(toy_checkpoint, ["euler", "heun"], [1, 2], out, **kw)
+    assert calls == [("euler", 2), ("heun", 1), ("heun", 2)] and table["kept"] == [["euler", 1]]
+    assert {(c["sampler"], c["nfe"]) for c in table["cells"]} == {("euler", 1), ("euler", 2), ("heun", 1), ("heun", 3)}
+    assert (out / "fid_vs_nfe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "sweep.json").read_text())["cells"] == table["cells"]
+    calls.clear()
+    sweep(toy_checkpoint, ["euler"], [2], out, **{**kw, "n": 10})  # another protocol: recomputed
+    assert calls == [("euler", 2)]
+
+
+def test_inception_without_weights_or_network_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached weights
+
+    def offline(url, dst):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(metrics_extractors, "_download", offline)
+    with pytest.raises(InceptionWeightsError, match="--inception-weights PATH") as err:
+        evaluate_images(smooth_images(4, 8), reference=smooth_images(4, 8), extractor="inception", progress=False)
+    assert "network is unreachable" in str(err.value) and "--extractor c10" in str(err.value)
+    with pytest.raises(InceptionWeightsError, match="no Inception-v3 weights file at"):
+        metrics_extractors.inception_weights_path(tmp_path / "missing.pth")
+    rc = cli.main(["eval", "--images", str(make_toy_folder(tmp_path / "imgs", 4, 8)), "--extractor", "inception",
+                   "--reference", str(tmp_path / "imgs"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err_text = capsys.readouterr().err
+    assert rc == 2 and "error: Inception-v3 weights are not available" in err_text and "Traceback" not in err_text
+
+
+def test_cli_eval_and_sweep(toy_checkpoint, classifier, toy_data, tmp_path, capsys):
+    common = ["--classifier", str(classifier), "--reference", str(toy_data), "--cache-dir", str(tmp_path / "cache"),
+              "--metrics", "fid,is", "--no-progress", "--n", "6"]
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", str(toy_checkpoint), "--sampler", "ddim", "--steps", "2", "--labels", "1",
+                     "--out", str(out), *common]) == 0
+    stdout = capsys.readouterr().out
+    assert "FID (c10 classifier features):" in stdout and "IS (c10 classifier logits):" in stdout
+    result = json.loads(out.read_text())
+    assert result["protocol"]["labels"] == "all 1" and result["protocol"]["sampler"] == "ddim"
+    assert cli.main(["sweep", str(toy_checkpoint), "--samplers", "ddim", "--steps", "1,2",
+                     "--out", str(tmp_path / "sw"), *common]) == 0
+    assert "2 cells computed" in capsys.readouterr().out and (tmp_path / "sw" / "fid_vs_nfe.png").is_file()
+    assert cli.main(["eval", str(toy_checkpoint), "--sampler", "nope", *common]) == 2
+
+
+@pytest.mark.skipif(not SHIPPED_CLASSIFIER.is_file(), reason="the shipped classifier is not trained yet")
+@pytest.mark.skipif(not (CIFAR / "train.tar.gz").is_file(), reason="no offline CIFAR-10 copy")
+def test_classifier_fid_train_vs_test_is_small_against_train_vs_noise(tmp_path):
+    test = load_images(CIFAR / "test.tar.gz", split="test")  # decoded once into the user's data cache
+    test_images = test.images[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:1000]]
+    noise = torch.randint(0, 256, (1000, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    ev = Evaluator(reference=load_images(CIFAR / "train.tar.gz"), reference_n=1000, metrics=("fid",),
+                   cache_dir=tmp_path, progress=False)
+    fid_test, fid_noise = (ev.score_images(x)["metrics"]["fid"] for x in (test_images, noise))
+    print(f"c10 classifier FID, 1000 train vs 1000 test: {fid_test:.3g}; train vs uniform noise: {fid_noise:.3g}")
+    assert fid_test < 0.05 * fid_noise
