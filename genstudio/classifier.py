@@ -1,9 +1,9 @@
 """A small fast CIFAR-10 ResNet: the project's own offline feature extractor for FID/IS/KID/PR.
 
-The network follows the shape of Keller Jordan's airbench94 (a conv stem, then three blocks of
-conv-pool-BN-GELU-conv-BN-GELU at widths 64/256/256, global max-pool, a linear head; ~2M parameters),
-trained by `genstudio.train_classifier`. Inputs are float images in the model range [-1, 1], (N, 3, 32, 32).
-`features` is the 256-d penultimate layer (FID, KID, precision/recall); `forward` gives the logits (IS).
+The network follows the shape of Keller Jordan's airbench (a conv stem, then three blocks of
+conv-pool-BN-GELU-conv-BN-GELU, global max-pool, a linear head); the shipped one has widths 128/384/512
+(6.1M parameters, airbench96's widths without its residual convs), trained by `genstudio.train_classifier`. Inputs are float images in the model range [-1, 1], (N, 3, 32, 32).
+`features` is the penultimate layer (512-d shipped; FID, KID, precision/recall); `forward` gives the logits (IS).
 Weights are one safetensors file; its metadata holds the architecture and the measured test accuracy.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class _Block(nn.Sequential):
 class CifarResNet(nn.Module):
     """(N, 3, 32, 32) in [-1, 1] -> logits (N, num_classes); `features` -> (N, feature_dim)."""
 
-    def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), stem: int = 32, num_classes: int = 10):
+    def __init__(self, widths: tuple[int, int, int] = (128, 384, 512), stem: int = 32, num_classes: int = 10):
         super().__init__()
         self.config = {"widths": list(widths), "stem": stem, "num_classes": num_classes}
         self.stem = nn.Sequential(*_conv_bn(3, stem))
@@ -54,7 +54,7 @@ class CifarResNet(nn.Module):
         self.logit_scale = 1 / 8  # a fixed temperature, as airbench's: keeps early logits (and the head's steps) small
 
     def features(self, x: Tensor) -> Tensor:
-        """The penultimate layer: the global max-pool of the last block, (N, feature_dim)."""
+        """The penultimate layer: the global max-pool of the last block, (N, feature_dim = widths[2])."""
         h = self.blocks(self.stem(x))
         return torch.amax(h, dim=(2, 3))
 

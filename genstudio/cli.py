@@ -23,14 +23,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         labels = [int(v) for v in args.labels.split(",")]
         labels = labels * (args.n // len(labels) + 1)
         labels = labels[:args.n]
-    from .config import parse_value
-
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--option needs KEY=VALUE, got {item!r}")
-        options[key] = parse_value(value)
+    options = _sampler_options(args.option)
     result = pipe.generate(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, labels=labels,
                            guidance=args.guidance, grid=args.grid, sampler_options=options)
     out = Path(args.out)
@@ -103,6 +96,8 @@ def _print_scores(result: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import evaluate, evaluate_images
 
+    if args.record and args.images is not None:
+        raise ValueError("--record writes a checkpoint's scores; it does not apply to --images")
     if args.images is not None:
         result = evaluate_images(args.images, images_split=args.images_split, out=args.out, **_evaluator_kwargs(args))
     else:
@@ -121,8 +116,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{proto['n']} images ({what}){quick} against {(proto['reference'] or {}).get('source')} "
           f"[{args.split}]; {proto['wall_seconds']:.1f} s" + (f" -> {args.out}" if args.out else ""))
     if args.record:
-        if args.images is not None:
-            raise ValueError("--record writes a checkpoint's scores; it does not apply to --images")
         from .publish import record_scores
 
         print(f"recorded in {record_scores(_checkpoint_arg(args.checkpoint), [result])}")
@@ -142,9 +135,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{len(table['computed'])} cells computed, {len(table['kept'])} kept from before -> "
           f"{Path(args.out) / TABLE}, {Path(args.out) / PLOT}")
     if args.record:
+        from .metrics import checkpoint_hash
         from .publish import record_scores
 
-        print(f"recorded in {record_scores(_checkpoint_arg(args.checkpoint), table['cells'], Path(args.out) / PLOT)}")
+        ckpt = _checkpoint_arg(args.checkpoint)
+        mine = [c for c in table["cells"] if c["protocol"]["checkpoint"]["sha256"] == checkpoint_hash(ckpt)]
+        print(f"recorded {len(mine)} cells in {record_scores(ckpt, mine, Path(args.out) / PLOT)}")
     return 0
 
 

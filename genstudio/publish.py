@@ -50,17 +50,19 @@ def publish(run_dir: str | Path, dest: str | Path, grid_images: int = 100, timin
                          "note": "with guidance != 1 each evaluation runs the network on a doubled batch"},
             "samples_png": {"seed": 0, "labels": "image i has label i % num_classes (one class per column)" if classes else None, "guidance": guidance,
                             "sampler": grid.sampler, "steps": grid.steps},
-            "scores": {},  # FID/IS with the offline classifier extractor: filled in by the evaluator
+            "scores": [],  # FID/IS with the offline classifier extractor: filled in by the evaluator
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         write_json(tmp / "metrics.json", metrics)
     return dest
 
 
-def _score_key(record: dict[str, Any]) -> tuple:
+def _score_key(record: dict[str, Any]) -> str:
+    """The protocol minus what varies between identical runs (wall times, dates, paths): one record each."""
+    from .metrics import VOLATILE
+
     p = record["protocol"]
-    return (p.get("sampler"), p.get("steps"), p.get("guidance"), p.get("n"), json.dumps(p.get("seeds"), sort_keys=True),
-            (p.get("extractor") or {}).get("weights_sha256"), json.dumps(p.get("reference"), sort_keys=True))
+    return json.dumps({k: v for k, v in p.items() if k not in VOLATILE}, sort_keys=True, default=str)
 
 
 def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str | Path | None = None) -> Path:

@@ -100,7 +100,8 @@ def plot_sweep(table: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("NFE (network evaluations per image)")
     ax.set_ylabel(table.get("fid_label", "FID"))
-    ax.set_title(Path(table.get("checkpoint", "")).name or "sweep")
+    folder = Path(table.get("checkpoint", ""))
+    ax.set_title((folder.parent.name if folder.name == "model" else folder.name) or "sweep")  # a run's model/
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

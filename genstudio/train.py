@@ -207,12 +207,12 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)  # the initial weights
     model = validate(config)
     tc = config.train
-    if tc.init_from:
-        init_weights(model, tc.init_from)  # a resumed run then loads its own state over these
     out = Path(tc.output_dir)
     if not resume and latest_checkpoint(out) is not None:
         raise ConfigError(f"{out} already holds checkpoints of a run: continue it with --resume, "
                           f"or choose another train.output_dir")
+    if tc.init_from and not (resume and latest_checkpoint(out) is not None):
+        init_weights(model, tc.init_from)  # a fresh run only: a resumed one loads its own state
     AcceleratorState._reset_state()  # let one process run() several configs (its mixed precision is per run)
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision, log_with="tensorboard",

@@ -66,6 +66,16 @@ def test_ect_mapping_function_matches_the_paper():
     assert (ect_r(t, 0) < t).all() and ect_r(t, 0)[0] == 0
     assert torch.allclose((t - ect_r(t, 5))[2:] * 2, (t - ect_r(t, 4))[2:])
     assert ECTLoss().stage(0, 400) == 0 and ECTLoss().stage(399, 400) == 3 and ECTLoss(double_every=50).stage(120, 400) == 2
+    assert ECTLoss(double_every=10).stage(10_000, 100_000) == 8  # capped: later stages leave t - r at rounding level
+
+
+def test_ect_loss_is_finite_with_the_consistency_preconditioning():
+    """t clamped at the boundary sigma_min (a few per batch) must not divide by zero."""
+    model = Model(EDMTimeMLP(), PATH, "x0", precond_from_config({"name": "consistency", "sigma_min": 0.002}),
+                  family="consistency", kind="map")
+    torch.manual_seed(0)
+    loss = ECTLoss(P_mean=-5.0, P_std=2.0)(model, torch.randn(512, 2), None, step=0, total_steps=100)
+    assert torch.isfinite(loss).all()
 
 
 def test_ect_loss_targets_the_data_where_r_is_zero():

@@ -214,8 +214,9 @@ class Studio:
         shown[~mask] = 128
         gallery = [(image, "input"), (shown, "known pixels (gray: to fill)")] + \
             [(img, f"completion, seed {seed + i}") for i, img in enumerate(out)]
-        info = (f"{note}. Filled {int((~mask).sum())} of {mask.size} pixels with annealed Langevin: "
-                f"{levels} levels x {per_level} steps, {seconds:.2f} s.")
+        how = (f"multistep consistency jumps: {levels} jumps" if pipe.model.kind == "map"
+               else f"annealed Langevin: {levels} levels x {per_level} steps")
+        info = f"{note}. Filled {int((~mask).sum())} of {mask.size} pixels with {how}, {seconds:.2f} s."
         return gallery, info, self._file(out, "inpaint")
 
     @_user_errors

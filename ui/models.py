@@ -148,8 +148,17 @@ def card(pipe: Pipeline, folder: Path) -> tuple[str, np.ndarray | None, np.ndarr
     if isinstance(sampling, dict) and sampling:
         lines.append("- **sampling speed**: " + ", ".join(f"{k} {v}" for k, v in sampling.items() if k != "note"))
     scores = metrics.get("scores")
-    rows = _score_rows(scores) if scores else []
-    if rows:
+    rows = [] if isinstance(scores, list) or not scores else _score_rows(scores)
+    if isinstance(scores, list) and scores:  # records of genstudio.publish.record_scores: one row each
+        lines.append(f"- **scores** (extractor: {', '.join(sorted(_extractors(scores))) or 'not recorded'}):")
+        names = sorted({k for r in scores for k in r.get("metrics", {})})
+        lines += ["", "| sampler | steps | NFE | guidance | n | " + " | ".join(names) + " |",
+                  "| --- " * (5 + len(names)) + "|"]
+        for r in scores[:40]:
+            vals = [f"{v:.4g}" if isinstance(v := r.get("metrics", {}).get(k), (int, float)) else "" for k in names]
+            lines.append(f"| {r.get('sampler')} | {r.get('steps')} | {r.get('nfe')} | {r.get('guidance')} | "
+                         f"{r.get('n')} | " + " | ".join(vals) + " |")
+    elif rows:
         ex = _extractors(scores)
         lines.append(f"- **scores** (extractor: {', '.join(sorted(ex)) if ex else 'not recorded'}):")
         lines += ["", "| metric | value |", "| --- | --- |"] + [f"| {k} | {v:.4g} |" for k, v in rows[:40]]
