@@ -110,22 +110,12 @@ class Pipeline:
                  callback: Callable[..., None] | None = None, batch_size: int = 256,
                  sampler_options: dict[str, Any] | None = None) -> SampleResult:
         """Sample n images; returns them with the NFE and wall time. See `sample`."""
-        d = self.defaults()
-        sampler = sampler or d["sampler"]
-        steps = int(steps if steps is not None else d["steps"])
-        spec = samplers.get(sampler, self.model)
-        grid = grid or self.grid_for(sampler)
+        spec, sampler, steps, grid, options = self._sampling_setup(sampler, steps, grid, sampler_options)
         ts = make_grid(grid, self.model.path, steps)
         seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
         if n < 1 or len(seeds) != n:
             raise ValueError(f"need n >= 1 and one seed per image; got n={n}, {len(seeds)} seeds")
         label_tensor = self._labels(labels, n)
-        options = dict(sampler_options if sampler_options is not None
-                       else d.get("options", {}) if sampler == d["sampler"] else {})
-        accepted = set(inspect.signature(spec.fn).parameters) - {"model", "x", "ts", "generator", "callback"}
-        if set(options) - accepted:
-            raise ValueError(f"sampler {sampler!r} has no option(s) {sorted(set(options) - accepted)}; "
-                             f"its options: {sorted(accepted) or 'none'}")
         if not guidance >= 0:
             raise ValueError(f"guidance must be >= 0, got {guidance}")
         t0, out, nfe = time.perf_counter(), [], 0
