@@ -83,7 +83,8 @@ def _evaluator_kwargs(args: argparse.Namespace) -> dict:
     return dict(extractor=args.extractor, reference=args.reference, split=args.split, reference_n=args.reference_n,
                 metrics=[m for m in args.metrics.split(",") if m], batch_size=args.batch_size,
                 classifier=args.classifier, inception_weights=args.inception_weights, device=args.device,
-                cache_dir=args.cache_dir, progress=not args.no_progress)
+                cache_dir=args.cache_dir, progress=not args.no_progress, precision=args.precision,
+                sample_cache=args.sample_cache)
 
 
 def _print_scores(result: dict) -> None:
@@ -159,7 +160,13 @@ def _add_evaluator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-n", type=int, default=None, help="score against a fixed subset of the reference")
     p.add_argument("--metrics", default="fid,is,kid", help="comma-separated: fid, is, kid, pr")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--cache-dir", default=None, help="reference feature cache (default: $GENSTUDIO_CACHE)")
+    p.add_argument("--cache-dir", default=None,
+                   help="reference features and kept samples (default: $GENSTUDIO_CACHE or ~/.cache/genstudio)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="sampling precision; bf16 autocast is about 2x faster on GPUs and on CPUs with AMX")
+    p.add_argument("--sample-cache", action="store_true",
+                   help="keep the generated images in the cache and reuse them when the same samples are scored "
+                        "again (e.g. with another classifier): 3 KB per image")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
 

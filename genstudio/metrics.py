@@ -7,7 +7,10 @@ reference set, computed by torch-fidelity's metric functions on features streame
 Generated images are drawn through the public API (`Pipeline.generate`) one batch at a time; each batch is
 turned into features and dropped, so memory holds features, never all the images. The reference set's
 features are computed once per (data content hash, extractor, weights hash, layer, subset) and cached
-as safetensors + JSON under `<cache>/eval_reference/`. Every result carries its protocol.
+as safetensors + JSON under `<cache>/eval_reference/`. With `sample_cache=True` the generated images are
+also kept (uint8, written batch by batch to a memory-mapped .npy under `<cache>/eval_samples/`, keyed by
+everything that determines them), so scoring the same samples again with another extractor, classifier or
+reference costs only the features. Every result carries its protocol.
 
 Metrics (torch-fidelity 0.4 on features): FID (Heusel et al. 2017), IS (Salimans et al. 2016),
 KID (Binkowski et al. 2018), precision/recall (Kynkaanniemi et al. 2019).
@@ -18,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -38,7 +42,10 @@ DEFAULT_METRICS = ("fid", "is", "kid")
 PAPER_N = 50_000                                 # samples behind published CIFAR-10 FIDs
 DEFAULT_N = {"inception": PAPER_N, "c10": 10_000}
 CACHE_FORMAT = 1
-VOLATILE = ("nfe", "wall_seconds", "generation_seconds", "date", "device")  # protocol fields a rerun may change
+VOLATILE = ("nfe", "wall_seconds", "generation_seconds", "date", "device", "samples")  # may change in a rerun
+PRECISIONS = ("fp32", "bf16")  # bf16: sampling under bfloat16 autocast (fast on GPUs and on CPUs with AMX)
+SAMPLE_KEYS = ("checkpoint", "sampler", "steps", "grid", "guidance", "sampler_options", "n", "seeds", "labels",
+               "precision")  # the cell fields that determine the generated images
 
 
 def default_reference(split: str = "train") -> str:
@@ -174,6 +181,8 @@ class Evaluator:
     cache_dir: str | os.PathLike[str] | None = None
     device: str | torch.device | None = None
     progress: bool = True
+    precision: str = "fp32"                # sampling precision, one of PRECISIONS
+    sample_cache: bool = False             # keep generated images under <cache>/eval_samples/ and reuse them
     _ext: Extractor | None = field(default=None, init=False, repr=False)
     _refs: dict[int, tuple[Tensor, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
     _cls: Any = field(default=None, init=False, repr=False)
@@ -191,6 +200,8 @@ class Evaluator:
             raise MetricsError(f"split must be 'train' or 'test', got {self.split!r}")
         if self.batch_size < 1:
             raise MetricsError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise MetricsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cache = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
 
@@ -354,7 +365,7 @@ class Evaluator:
         _, ref_info = self.reference_features(pipe.image_shape[-1]) if set(self.metrics) - {"is"} else (None, None)
         spec = {"checkpoint": {"path": str(checkpoint), "name": pipe.name, "sha256": checkpoint_hash(checkpoint)},
                 "sampler": sampler, "steps": steps, "grid": grid or pipe.grid_for(sampler), "guidance": guidance,
-                "sampler_options": sampler_options, "n": n,
+                "sampler_options": sampler_options, "precision": self.precision, "n": n,
                 "seeds": {"first": int(seed), "last": int(seed) + n - 1,
                           "rule": "image i starts from the noise of seed + i"},
                 "labels": label_text, **self.base_protocol(), "reference": ref_info,
@@ -379,30 +390,95 @@ class Evaluator:
         else:
             lab = None
         nfes, gen_seconds = [], [0.0]
+        autocast = (torch.autocast(pipe.device.type, dtype=torch.bfloat16) if spec["precision"] == "bf16"
+                    else nullcontext())
 
         def batches() -> Iterator[Tensor]:
             for start in range(0, n, self.batch_size):
                 m = min(self.batch_size, n - start)
-                res = pipe.generate(m, sampler=spec["sampler"], steps=spec["steps"], seed=seed + start,
-                                    labels=None if lab is None else lab[start:start + m].tolist(),
-                                    guidance=spec["guidance"], grid=spec["grid"], batch_size=m,
-                                    sampler_options=spec["sampler_options"])
+                with autocast:
+                    res = pipe.generate(m, sampler=spec["sampler"], steps=spec["steps"], seed=seed + start,
+                                        labels=None if lab is None else lab[start:start + m].tolist(),
+                                        guidance=spec["guidance"], grid=spec["grid"], batch_size=m,
+                                        sampler_options=spec["sampler_options"])
                 nfes.append(res.nfe)
                 gen_seconds[0] += res.seconds
                 yield _nchw(res.images)
 
-        values, texts, extra, notes = self._score(batches(), n, pipe.image_shape[-1], lab,
-                                                  f"{spec['sampler']} x {spec['steps']}", pipe.num_classes)
-        nfe = nfes[0] if len(set(nfes)) == 1 else float(np.mean(nfes))
+        def score(stream: Iterable[Tensor]):
+            return self._score(stream, n, pipe.image_shape[-1], lab, f"{spec['sampler']} x {spec['steps']}",
+                               pipe.num_classes)
+
+        folder = self._samples_folder(spec) if self.sample_cache else None
+        cached = self._read_samples(folder, (n, *pipe.image_shape)) if folder is not None else None
+        if cached is not None:  # the same images as before: only the features are computed
+            images, meta = cached
+            nfes.append(meta["nfe"])
+            gen_seconds[0] = meta["generation_seconds"]
+            values, texts, extra, notes = score(torch.from_numpy(np.array(images[i:i + self.batch_size]))
+                                                for i in range(0, n, self.batch_size))
+        elif folder is not None:
+            with atomic_folder(folder) as tmp:
+                store = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                                  shape=(n, *pipe.image_shape))
+                values, texts, extra, notes = score(_kept(batches(), store))
+                store.flush()
+                del store
+                write_json(tmp / "meta.json", {"nfe": _mean_nfe(nfes),
+                                               "generation_seconds": round(gen_seconds[0], 3),
+                                               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                               "device": str(self.device), "cell": _sample_ident(spec)})
+        else:
+            values, texts, extra, notes = score(batches())
+        nfe = _mean_nfe(nfes)
+        samples = None if folder is None else {"cache": str(folder), "reused": cached is not None}
         protocol = {**spec, "metric_settings": extra["metric_settings"], "nfe": nfe,
                     "generation_seconds": round(gen_seconds[0], 3), "wall_seconds": round(time.perf_counter() - t0, 3),
-                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(self.device)}
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(self.device), "samples": samples}
         return {"metrics": values, "labels": texts, "protocol": protocol, "notes": notes}
+
+    # --- the sample cache ----------------------------------------------------------------------
+
+    def _samples_folder(self, spec: dict[str, Any]) -> Path:
+        key = hashlib.sha256(json.dumps(_sample_ident(spec), sort_keys=True).encode()).hexdigest()
+        return self.cache / "eval_samples" / key
+
+    @staticmethod
+    def _read_samples(folder: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """(memory-mapped uint8 images, meta) of a complete cache entry of this shape, or None."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            images = np.load(folder / "images.npy", mmap_mode="r")
+        except (OSError, ValueError):  # absent or unreadable: generated again
+            return None
+        if images.dtype != np.uint8 or images.shape != shape:
+            return None
+        return images, meta
+
+
+def _mean_nfe(nfes: list[float]) -> float:
+    """NFE per image over the batches (an adaptive sampler's can differ between batches)."""
+    return nfes[0] if len(set(nfes)) == 1 else float(np.mean(nfes))
+
+
+def _sample_ident(spec: dict[str, Any]) -> dict[str, Any]:
+    ident = {k: spec[k] for k in SAMPLE_KEYS}
+    ident["checkpoint"] = spec["checkpoint"]["sha256"]
+    return ident
+
+
+def _kept(batches: Iterable[Tensor], store: np.ndarray) -> Iterator[Tensor]:
+    """Pass uint8 (B, 3, H, W) batches through, writing each into `store` at its offset."""
+    start = 0
+    for batch in batches:
+        store[start:start + len(batch)] = batch.numpy()
+        start += len(batch)
+        yield batch
 
 
 def _pop_evaluator_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     names = ("extractor", "reference", "split", "reference_n", "metrics", "batch_size", "classifier",
-             "inception_weights", "download", "cache_dir", "device", "progress")
+             "inception_weights", "download", "cache_dir", "device", "progress", "precision", "sample_cache")
     return {k: kwargs.pop(k) for k in names if k in kwargs}
 
 
@@ -417,7 +493,8 @@ def evaluate(checkpoint: str | os.PathLike[str] | None = None, *, sampler: str |
     marked "quick") and 10000 with "c10"; a class-conditional model gets labels i % num_classes and the c10
     classifier's accuracy on its samples. Evaluator options: extractor ("c10" | "inception"), reference
     (a data source; default the CIFAR-10 train split), split, reference_n, metrics (fid, is, kid, pr),
-    batch_size, classifier, inception_weights, cache_dir, device, progress. Writes the result to `out`
+    batch_size, classifier, inception_weights, cache_dir, device, progress, precision ("fp32" | "bf16": the
+    sampling precision) and sample_cache (keep the generated images and reuse them). Writes the result to `out`
     (JSON) if given and returns it: {"metrics", "labels", "protocol", "notes"}."""
     from .api import Pipeline, default_checkpoint
 

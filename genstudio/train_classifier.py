@@ -5,7 +5,8 @@
 
 The recipe is a plain one: SGD with Nesterov momentum, a linear warm-up then linear decay of the
 learning rate, label smoothing, random translations (4 pixels by default), flips and Cutout (done on the
-device, on uint8 batches held there), bf16 autocast on a GPU. Test accuracy is measured with flip averaging and written
+device, on uint8 batches held there), bf16 autocast (on GPUs, and on CPUs with AMX, where it is about 3x
+faster than float32; `--precision fp32` elsewhere). Test accuracy is measured with flip averaging and written
 into the weights' metadata together with the data hashes and the recipe.
 """
 from __future__ import annotations
@@ -55,13 +56,14 @@ def _crop(padded: Tensor, dy: Tensor, dx: Tensor, h: int, w: int) -> Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: CifarResNet, images: Tensor, labels: Tensor, batch_size: int = 1000, tta: bool = True) -> float:
+def accuracy(model: CifarResNet, images: Tensor, labels: Tensor, batch_size: int = 1000, tta: bool = True,
+             bf16: bool = True) -> float:
     """Top-1 accuracy; with tta the logits of the image and its mirror image are averaged."""
     model.eval()
     correct = 0
     for i in range(0, len(images), batch_size):
         x = to_input(images[i:i + batch_size])
-        with _autocast(x.device):
+        with _autocast(x.device, bf16):
             logits = model(x).float()
             if tta:
                 logits = logits + model(x.flip(-1)).float()
@@ -69,13 +71,13 @@ def accuracy(model: CifarResNet, images: Tensor, labels: Tensor, batch_size: int
     return correct / len(images)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 60, batch_size: int = 512, lr: float = 0.2,
           momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.2, warmup: float = 0.15,
-          widths: tuple[int, int, int] = (128, 384, 512), pad: int = 4, cutout: int = 12,
+          widths: tuple[int, int, int] = (128, 384, 512), pad: int = 4, cutout: int = 12, bf16: bool = True,
           seed: int = 0, device: str | torch.device = "cpu", log=print) -> CifarResNet:
     """Train a CifarResNet on uint8 images (N, 3, 32, 32) with int64 labels; returns it in eval mode."""
     device = torch.device(device)
@@ -100,7 +102,7 @@ def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 60, batch
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
             x = augment(to_input(images[idx]), gen, pad, cutout).contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with _autocast(device, bf16):
                 loss = F.cross_entropy(model(x).float(), labels[idx], label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--widths", default="128,384,512", help="channels of the three blocks")
     p.add_argument("--pad", type=int, default=4, help="random translation, pixels")
     p.add_argument("--cutout", type=int, default=12, help="Cutout square side, pixels (0: off)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16 autocast: fast on GPUs and on CPUs with AMX; fp32 elsewhere")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use a random subset of N training images (smoke tests)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -141,15 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model = train(images, labels, epochs=args.epochs, batch_size=min(args.batch_size, len(images)), lr=args.lr,
                   widths=tuple(int(v) for v in args.widths.split(",")), pad=args.pad, cutout=args.cutout,
-                  seed=args.seed, device=args.device)
+                  bf16=args.precision == "bf16", seed=args.seed, device=args.device)
     seconds = time.perf_counter() - t0
-    test_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device))
-    plain_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), tta=False)
+    bf16 = args.precision == "bf16"
+    test_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), bf16=bf16)
+    plain_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), tta=False, bf16=bf16)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     meta = {"test_accuracy": test_acc, "test_accuracy_no_tta": plain_acc, "train_hash": tr.content_hash,
             "test_hash": te.content_hash, "train_images": len(images), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr,
-            "widths": args.widths, "pad": args.pad, "cutout": args.cutout, "seed": args.seed, "wall_time_s": round(seconds, 1),
+            "widths": args.widths, "pad": args.pad, "cutout": args.cutout, "precision": args.precision, "seed": args.seed, "wall_time_s": round(seconds, 1),
             "hardware": device_name, "weights_dtype": "float16 (BatchNorm statistics float32)",
             "recipe": "python -m genstudio.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = save_classifier(model, args.out, meta)

@@ -188,6 +188,48 @@ def test_evaluate_a_conditional_checkpoint_end_to_end(toy_checkpoint, classifier
     assert p["torch_fidelity"] == torch_fidelity.__version__
 
 
+def test_sample_cache_rescores_the_same_images_without_sampling_again(toy_checkpoint, classifier, toy_data,
+                                                                     tmp_path, monkeypatch):
+    kw = dict(sampler="euler", steps=2, n=10, batch_size=4, reference=toy_data, cache_dir=tmp_path / "cache",
+              metrics=("fid", "is"), progress=False, sample_cache=True)
+    first = genstudio.evaluate(toy_checkpoint, classifier=classifier, **kw)
+    assert first["protocol"]["samples"]["reused"] is False
+    (entry,) = (tmp_path / "cache" / "eval_samples").iterdir()
+    stored = np.load(entry / "images.npy")
+    assert stored.shape == (10, 3, 8, 8) and stored.dtype == np.uint8 and stored.std() > 0
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled again")
+
+    monkeypatch.setattr(Pipeline, "generate", no_sampling)
+    other = tmp_path / "other.safetensors"  # another classifier: new features, same images
+    torch.manual_seed(1)
+    save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), other)
+    again = genstudio.evaluate(toy_checkpoint, classifier=classifier, **kw)
+    assert again["protocol"]["samples"]["reused"] is True and again["metrics"] == first["metrics"]
+    assert again["protocol"]["nfe"] == first["protocol"]["nfe"] == 2
+    rescored = genstudio.evaluate(toy_checkpoint, classifier=other, **kw)
+    assert rescored["protocol"]["samples"]["reused"] is True and rescored["metrics"] != first["metrics"]
+    with pytest.raises(AssertionError, match="sampled again"):  # another cell is not in the cache
+        genstudio.evaluate(toy_checkpoint, classifier=classifier, **{**kw, "steps": 3})
+    (entry / "images.npy").write_bytes(b"truncated")  # a damaged entry is regenerated, not trusted
+    with pytest.raises(AssertionError, match="sampled again"):
+        genstudio.evaluate(toy_checkpoint, classifier=classifier, **kw)
+
+
+def test_bf16_sampling_is_recorded_and_close_to_fp32(toy_checkpoint, classifier, toy_data, tmp_path):
+    kw = dict(sampler="euler", steps=2, n=8, classifier=classifier, reference=toy_data, cache_dir=tmp_path / "cache",
+              metrics=("fid",), progress=False, sample_cache=True)
+    fp32 = genstudio.evaluate(toy_checkpoint, **kw)
+    bf16 = genstudio.evaluate(toy_checkpoint, precision="bf16", **kw)
+    assert (fp32["protocol"]["precision"], bf16["protocol"]["precision"]) == ("fp32", "bf16")
+    assert bf16["protocol"]["samples"]["reused"] is False  # a different cell: sampled, not read back
+    a, b = (np.load(e / "images.npy").astype(int) for e in sorted((tmp_path / "cache" / "eval_samples").iterdir()))
+    assert 0 < np.abs(a - b).mean() < 8  # bfloat16 rounding moves pixels a little, not the picture
+    with pytest.raises(genstudio.metrics.MetricsError, match="precision"):
+        genstudio.evaluate(toy_checkpoint, precision="fp8", **kw)
+
+
 def test_sweep_writes_a_table_and_plot_and_resumes_after_an_interruption(toy_checkpoint, classifier, toy_data,
                                                                           tmp_path, monkeypatch):
     kw = dict(n=8, classifier=classifier, reference=toy_data, cache_dir=tmp_path / "cache", metrics=("fid",),

@@ -1,0 +1,44 @@
+"""The evaluator's CIFAR-10 classifier (genstudio.classifier, genstudio.train_classifier): offline, tiny data."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genstudio.classifier import CifarResNet, ClassifierError, load_classifier, save_classifier
+from genstudio.train_classifier import accuracy, augment, train
+
+
+def test_augment_translates_flips_and_cuts_out():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8, generator=g) + 1  # no zeros, so Cutout's holes can be counted
+    plain = augment(x, g, pad=0)
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(-1)) for o, i in zip(plain, x))
+    assert 0 < sum(not torch.equal(o, i) for o, i in zip(plain, x)) < 64  # some flipped, not all
+    holes = (augment(x, g, pad=0, cutout=3) == 0).all(1).sum((1, 2))
+    assert holes.max() == 9 and holes.min() >= 1  # a 3x3 square, clipped where its centre is at the border
+    shifted = augment(x, g, pad=2)
+    assert shifted.shape == x.shape and not torch.equal(shifted, plain)
+
+
+def test_a_short_bf16_training_run_learns_a_separable_task_and_round_trips(tmp_path):
+    """Two classes told apart by brightness: the recipe must fit them, and save/load must keep the logits."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(256) % 2
+    images = torch.randint(0, 96, (256, 3, 32, 32), generator=g, dtype=torch.uint8)
+    images += (labels * 140).to(torch.uint8)[:, None, None, None]
+    model = train(images, labels, epochs=10, batch_size=64, widths=(8, 16, 16), bf16=True,
+                  log=lambda *_: None)
+    assert accuracy(model, images, labels, tta=False) > 0.9 and accuracy(model, images, labels, bf16=False) > 0.9
+    path = save_classifier(model, tmp_path / "clf.safetensors", {"test_accuracy": 1.0}, dtype=torch.float32)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(load_classifier(path)(x), model(x), atol=1e-5)
+
+
+def test_a_foreign_or_truncated_weights_file_is_a_clear_error(tmp_path):
+    path = save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), tmp_path / "clf.safetensors")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ClassifierError, match="not a readable safetensors file"):
+        load_classifier(path)
+    with pytest.raises(ClassifierError, match="no classifier weights"):
+        load_classifier(tmp_path / "missing.safetensors")
