@@ -431,7 +431,7 @@ class Evaluator:
         else:
             values, texts, extra, notes = score(batches())
         nfe = _mean_nfe(nfes)
-        samples = None if folder is None else {"cache": str(folder), "reused": cached is not None}
+        samples = None if folder is None else {"cache_key": folder.name, "reused": cached is not None}
         protocol = {**spec, "metric_settings": extra["metric_settings"], "nfe": nfe,
                     "generation_seconds": round(gen_seconds[0], 3), "wall_seconds": round(time.perf_counter() - t0, 3),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(self.device), "samples": samples}
