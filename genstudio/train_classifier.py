@@ -142,19 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:  # a fixed random subset (the sources are sorted by class)
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.limit]
         images, labels = images[keep], labels[keep]
+    bf16 = args.precision == "bf16"
     t0 = time.perf_counter()
     model = train(images, labels, epochs=args.epochs, batch_size=min(args.batch_size, len(images)), lr=args.lr,
                   widths=tuple(int(v) for v in args.widths.split(",")), pad=args.pad, cutout=args.cutout,
-                  bf16=args.precision == "bf16", seed=args.seed, device=args.device)
+                  bf16=bf16, seed=args.seed, device=args.device)
     seconds = time.perf_counter() - t0
-    bf16 = args.precision == "bf16"
     test_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), bf16=bf16)
     plain_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), tta=False, bf16=bf16)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     meta = {"test_accuracy": test_acc, "test_accuracy_no_tta": plain_acc, "train_hash": tr.content_hash,
             "test_hash": te.content_hash, "train_images": len(images), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr,
-            "widths": args.widths, "pad": args.pad, "cutout": args.cutout, "precision": args.precision, "seed": args.seed, "wall_time_s": round(seconds, 1),
+            "widths": args.widths, "pad": args.pad, "cutout": args.cutout, "precision": args.precision,
+            "seed": args.seed, "wall_time_s": round(seconds, 1),
             "hardware": device_name, "weights_dtype": "float16 (BatchNorm statistics float32)",
             "recipe": "python -m genstudio.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = save_classifier(model, args.out, meta)
