@@ -1,8 +1,10 @@
 """A small fast CIFAR-10 ResNet: the project's own offline feature extractor for FID/IS/KID/PR.
 
 The network follows the shape of Keller Jordan's airbench (a conv stem, then three blocks of
-conv-pool-BN-GELU-conv-BN-GELU, global max-pool, a linear head); the shipped one has widths 128/384/512
-(6.1M parameters, airbench96's widths without its residual convs), trained by `genstudio.train_classifier`. Inputs are float images in the model range [-1, 1], (N, 3, 32, 32).
+conv-pool-BN-GELU-conv-BN-GELU, global max-pool, a linear head); with `residual=True` each block has a third
+conv and a skip over the last two, as in airbench96. The shipped one has widths 128/384/512 (6.1M parameters,
+no residual convs), trained by `genstudio.train_classifier`. Inputs are float images in the model range
+[-1, 1], (N, 3, 32, 32).
 `features` is the penultimate layer (512-d shipped; FID, KID, precision/recall); `forward` gives the logits (IS).
 Weights are one safetensors file; its metadata holds the architecture and the measured test accuracy.
 """
@@ -40,14 +42,31 @@ class _Block(nn.Sequential):
         super().__init__(conv1, nn.MaxPool2d(2), bn1, act1, *_conv_bn(c_out, c_out))
 
 
+class _ResidualBlock(nn.Module):
+    """conv -> max-pool 2 -> BN -> GELU = h, then GELU(h + BN(conv(GELU(BN(conv(h)))))) (airbench96's ConvGroup)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        conv, bn, act = _conv_bn(c_in, c_out)
+        self.down = nn.Sequential(conv, nn.MaxPool2d(2), bn, act)
+        self.inner = nn.Sequential(*_conv_bn(c_out, c_out), *_conv_bn(c_out, c_out)[:2])
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.down(x)
+        return self.act(h + self.inner(h))
+
+
 class CifarResNet(nn.Module):
     """(N, 3, 32, 32) in [-1, 1] -> logits (N, num_classes); `features` -> (N, feature_dim)."""
 
-    def __init__(self, widths: tuple[int, int, int] = (128, 384, 512), stem: int = 32, num_classes: int = 10):
+    def __init__(self, widths: tuple[int, int, int] = (128, 384, 512), stem: int = 32, num_classes: int = 10,
+                 residual: bool = False):
         super().__init__()
-        self.config = {"widths": list(widths), "stem": stem, "num_classes": num_classes}
+        self.config = {"widths": list(widths), "stem": stem, "num_classes": num_classes, "residual": residual}
         self.stem = nn.Sequential(*_conv_bn(3, stem))
-        self.blocks = nn.Sequential(_Block(stem, widths[0]), _Block(widths[0], widths[1]), _Block(widths[1], widths[2]))
+        block = _ResidualBlock if residual else _Block
+        self.blocks = nn.Sequential(block(stem, widths[0]), block(widths[0], widths[1]), block(widths[1], widths[2]))
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.feature_dim = widths[2]
         self.num_classes = num_classes
@@ -109,7 +128,7 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
     path = Path(path) if path is not None else default_classifier_path()
     header = _header(path)
     config = json.loads(header["config"])
-    model = CifarResNet(tuple(config["widths"]), config["stem"], config["num_classes"])
+    model = CifarResNet(tuple(config["widths"]), config["stem"], config["num_classes"], config.get("residual", False))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:
         model.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""The `genstudio` command: train | reflow | sample | info | export | studio."""
+"""The `genstudio` command: train | reflow | sample | info | export | studio | eval | sweep | rescore."""
 from __future__ import annotations
 
 import argparse
@@ -145,6 +145,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from .publish import rescore
+
+    for folder in args.checkpoints:
+        counts = rescore(folder, classifier=args.classifier, drop_quick=args.drop_quick, reference=args.reference,
+                         device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
+                         **({"batch_size": args.batch_size} if args.batch_size else {}))
+        print(f"{folder}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
 def _add_evaluator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true",
                    help="also add the scores (with their protocol) to the checkpoint's metrics.json")
@@ -248,6 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for sweep.json and fid_vs_nfe.png (resumes)")
     _add_evaluator_args(p)
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("rescore", help="re-measure a checkpoint's recorded c10 scores after the classifier changed "
+                                       "(same protocols; samples read back from the sample cache when kept)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint folders whose metrics.json to bring up to date")
+    p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
+    p.add_argument("--drop-quick", action="store_true", help="remove stale quick records instead of re-measuring")
+    p.add_argument("--reference", default=None, metavar="SOURCE",
+                   help="read the reference images from here instead of the recorded source (same content hash)")
+    p.add_argument("--cache-dir", default=None, help="as for eval (reference features and kept samples)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: each record's own")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_rescore)
 
     args = parser.parse_args(argv)
     try:

@@ -65,15 +65,17 @@ def _score_key(record: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in p.items() if k not in VOLATILE}, sort_keys=True, default=str)
 
 
-def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str | Path | None = None) -> Path:
+def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str | Path | None = None,
+                  replace: list[dict[str, Any]] = ()) -> Path:
     """Add evaluator results (genstudio.evaluate's dicts, or sweep cells) to the checkpoint's metrics.json
-    under "scores", one record per protocol (a rerun with the same protocol replaces its record); copy
-    `plot` (an FID-vs-NFE PNG) beside it as fid_vs_nfe.png. Written atomically."""
+    under "scores", one record per protocol (a rerun with the same protocol replaces its record; so do the
+    records in `replace`); copy `plot` (an FID-vs-NFE PNG) beside it as fid_vs_nfe.png. Written atomically."""
     folder = Path(folder)
     path = folder / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
     old = metrics.get("scores")
-    records = old if isinstance(old, list) else []
+    gone = {_score_key(x) for x in replace}
+    records = [x for x in old if _score_key(x) not in gone] if isinstance(old, list) else []
     for r in results:
         p = r["protocol"]
         record = {"sampler": p.get("sampler"), "steps": p.get("steps"), "nfe": p.get("nfe"),
@@ -87,3 +89,60 @@ def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str |
         shutil.copyfile(plot, folder / "fid_vs_nfe.png.tmp")
         os.replace(folder / "fid_vs_nfe.png.tmp", folder / "fid_vs_nfe.png")
     return path
+
+
+def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_quick: bool = False,
+            reference: str | None = None, log=print, **evaluator: Any) -> dict[str, int]:
+    """Bring a checkpoint's recorded c10 scores up to date with the classifier at `classifier` (default: the
+    shipped one): every record scored with other classifier weights is measured again under its own protocol
+    (sampler, steps, grid, guidance, options, precision, n, seeds, metrics, reference) and replaces the old
+    record; with `drop_quick`, stale quick records (n below the standard) are removed instead. The samples
+    go through the sample cache, so images kept from an earlier run are scored without sampling again.
+    Records of another model (a different checkpoint hash) or with given labels are left as they are.
+    `reference` reads the reference images from another place (e.g. a copy on another machine): their
+    content hash must equal the recorded one. `evaluator`: further Evaluator options (device, cache_dir,
+    progress, batch_size). Returns counts."""
+    from .classifier import weights_hash
+    from .metrics import MetricsError, checkpoint_hash, evaluate
+
+    folder = Path(folder)
+    current, model = weights_hash(classifier), checkpoint_hash(folder)
+    path = folder / "metrics.json"
+    records = json.loads(path.read_text()).get("scores", []) if path.is_file() else []
+    counts = {"rescored": 0, "dropped": 0, "current": 0, "left": 0}
+    for record in records:
+        p = record["protocol"]
+        ext = p.get("extractor") or {}
+        if ext.get("kind") != "c10" or ext.get("weights_sha256") == current:
+            counts["current" if ext.get("kind") == "c10" else "left"] += 1
+            continue
+        if p["checkpoint"]["sha256"] != model or not (p["labels"] is None or p["labels"].startswith("balanced")):
+            log(f"{folder.name}: left as it is (another model, or given labels): {_describe(p)}")
+            counts["left"] += 1
+            continue
+        if drop_quick and p.get("quick"):
+            record_scores(folder, [], replace=[record])
+            log(f"{folder.name}: dropped stale quick record {_describe(p)}")
+            counts["dropped"] += 1
+            continue
+        ref = p.get("reference") or {}
+        result = evaluate(folder, sampler=p["sampler"], steps=p["steps"], n=p["n"], seed=p["seeds"]["first"],
+                          guidance=p["guidance"], grid=p["grid"], sampler_options=p["sampler_options"],
+                          precision=p.get("precision", "fp32"), metrics=tuple(p["metrics"]),
+                          reference=reference or ref.get("source"), split=ref.get("split", "train"),
+                          reference_n=ref.get("n") if ref.get("subset") else None, classifier=classifier,
+                          sample_cache=True, **{"batch_size": p.get("batch_size", 250), **evaluator})
+        got = (result["protocol"].get("reference") or {}).get("content_hash")
+        if got != ref.get("content_hash"):
+            raise MetricsError(f"{folder.name}: the reference read now (content hash {got}) is not the recorded "
+                               f"one ({ref.get('content_hash')}); pass the same images with --reference")
+        record_scores(folder, [result], replace=[record])
+        old, new = record["metrics"].get("fid", float("nan")), result["metrics"].get("fid", float("nan"))
+        log(f"{folder.name}: {_describe(p)}: FID {old:.4g} -> {new:.4g} (samples "
+            f"{'reused' if result['protocol']['samples']['reused'] else 'generated'})")
+        counts["rescored"] += 1
+    return counts
+
+
+def _describe(p: dict[str, Any]) -> str:
+    return f"{p.get('sampler')}, {p.get('steps')} steps, n {p.get('n')}, {p.get('precision', 'fp32')}"

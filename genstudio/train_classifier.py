@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -77,13 +76,13 @@ def _autocast(device: torch.device, bf16: bool):
 
 def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 60, batch_size: int = 512, lr: float = 0.2,
           momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.2, warmup: float = 0.15,
-          widths: tuple[int, int, int] = (128, 384, 512), pad: int = 4, cutout: int = 12, bf16: bool = True,
-          seed: int = 0, device: str | torch.device = "cpu", log=print) -> CifarResNet:
+          widths: tuple[int, int, int] = (128, 384, 512), residual: bool = False, pad: int = 4, cutout: int = 12,
+          bf16: bool = True, seed: int = 0, device: str | torch.device = "cpu", log=print) -> CifarResNet:
     """Train a CifarResNet on uint8 images (N, 3, 32, 32) with int64 labels; returns it in eval mode."""
     device = torch.device(device)
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = CifarResNet(tuple(widths)).to(device).to(memory_format=torch.channels_last)
+    model = CifarResNet(tuple(widths), residual=residual).to(device).to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -124,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--widths", default="128,384,512", help="channels of the three blocks")
+    p.add_argument("--residual", action="store_true",
+                   help="a third conv and a skip connection in each block (airbench96's layout)")
     p.add_argument("--pad", type=int, default=4, help="random translation, pixels")
     p.add_argument("--cutout", type=int, default=12, help="Cutout square side, pixels (0: off)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
@@ -145,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = args.precision == "bf16"
     t0 = time.perf_counter()
     model = train(images, labels, epochs=args.epochs, batch_size=min(args.batch_size, len(images)), lr=args.lr,
-                  widths=tuple(int(v) for v in args.widths.split(",")), pad=args.pad, cutout=args.cutout,
-                  bf16=bf16, seed=args.seed, device=args.device)
+                  widths=tuple(int(v) for v in args.widths.split(",")), residual=args.residual, pad=args.pad,
+                  cutout=args.cutout, bf16=bf16, seed=args.seed, device=args.device)
     seconds = time.perf_counter() - t0
     test_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), bf16=bf16)
     plain_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), tta=False, bf16=bf16)
@@ -154,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"test_accuracy": test_acc, "test_accuracy_no_tta": plain_acc, "train_hash": tr.content_hash,
             "test_hash": te.content_hash, "train_images": len(images), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr,
-            "widths": args.widths, "pad": args.pad, "cutout": args.cutout, "precision": args.precision,
-            "seed": args.seed, "wall_time_s": round(seconds, 1),
+            "widths": args.widths, "residual": args.residual, "pad": args.pad, "cutout": args.cutout,
+            "precision": args.precision, "seed": args.seed, "wall_time_s": round(seconds, 1),
             "hardware": device_name, "weights_dtype": "float16 (BatchNorm statistics float32)",
             "recipe": "python -m genstudio.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = save_classifier(model, args.out, meta)

@@ -20,19 +20,23 @@ def test_augment_translates_flips_and_cuts_out():
     assert shifted.shape == x.shape and not torch.equal(shifted, plain)
 
 
-def test_a_short_bf16_training_run_learns_a_separable_task_and_round_trips(tmp_path):
-    """Two classes told apart by brightness: the recipe must fit them, and save/load must keep the logits."""
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_short_bf16_training_run_learns_a_separable_task_and_round_trips(tmp_path, residual):
+    """Two classes told apart by brightness: the recipe must fit them (plain or residual blocks), and
+    save/load must keep the architecture and the logits."""
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(256) % 2
     images = torch.randint(0, 96, (256, 3, 32, 32), generator=g, dtype=torch.uint8)
     images += (labels * 140).to(torch.uint8)[:, None, None, None]
-    model = train(images, labels, epochs=10, batch_size=64, widths=(8, 16, 16), bf16=True,
+    model = train(images, labels, epochs=10, batch_size=64, widths=(8, 16, 16), residual=residual, bf16=True,
                   log=lambda *_: None)
     assert accuracy(model, images, labels, tta=False) > 0.9 and accuracy(model, images, labels, bf16=False) > 0.9
     path = save_classifier(model, tmp_path / "clf.safetensors", {"test_accuracy": 1.0}, dtype=torch.float32)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
+    loaded = load_classifier(path)
+    assert loaded.config["residual"] is residual
     with torch.no_grad():
-        assert torch.allclose(load_classifier(path)(x), model(x), atol=1e-5)
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
 def test_a_foreign_or_truncated_weights_file_is_a_clear_error(tmp_path):

@@ -217,6 +217,53 @@ def test_sample_cache_rescores_the_same_images_without_sampling_again(toy_checkp
         genstudio.evaluate(toy_checkpoint, classifier=classifier, **kw)
 
 
+def test_rescore_brings_stale_records_up_to_date_reusing_kept_samples(toy_checkpoint, classifier, toy_data,
+                                                                      tmp_path, monkeypatch, capsys):
+    """After the classifier changes, `rescore` re-measures each stale record under its own protocol (kept
+    samples are read back, others sampled again), leaves other models' records alone, and is idempotent."""
+    from genstudio.classifier import weights_hash
+    from genstudio.publish import record_scores, rescore
+
+    kw = dict(n=10, batch_size=4, reference=toy_data, cache_dir=tmp_path / "cache", metrics=("fid", "is"),
+              progress=False)
+    kept = genstudio.evaluate(toy_checkpoint, sampler="euler", steps=2, classifier=classifier, sample_cache=True, **kw)
+    fresh = genstudio.evaluate(toy_checkpoint, sampler="euler", steps=3, classifier=classifier, **kw)
+    other_model = json.loads(json.dumps(fresh))
+    other_model["protocol"]["checkpoint"]["sha256"] = "0" * 64
+    record_scores(toy_checkpoint, [kept, fresh, other_model])
+    newer = tmp_path / "newer.safetensors"
+    torch.manual_seed(1)
+    save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), newer)
+
+    generated = []
+    real_generate = Pipeline.generate
+    monkeypatch.setattr(Pipeline, "generate",
+                        lambda self, n, **k: generated.append(k["steps"]) or real_generate(self, n, **k))
+    opts = dict(cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    assert rescore(toy_checkpoint, classifier=newer, **opts) == {"rescored": 2, "dropped": 0, "current": 0, "left": 1}
+    assert set(generated) == {3}  # the 2-step samples came from the cache
+    records = json.loads((toy_checkpoint / "metrics.json").read_text())["scores"]
+    mine = [r for r in records if r["protocol"]["checkpoint"]["sha256"] != "0" * 64]
+    assert len(records) == 3 and len(mine) == 2
+    assert {r["protocol"]["extractor"]["weights_sha256"] for r in mine} == {weights_hash(newer)}
+    by_steps = {r["steps"]: r for r in mine}
+    assert by_steps[2]["protocol"]["samples"]["reused"] is True
+    assert by_steps[2]["metrics"] != kept["metrics"] and by_steps[3]["metrics"] != fresh["metrics"]
+    same = ("n", "seeds", "sampler", "grid", "precision")
+    assert {k: by_steps[2]["protocol"][k] for k in same} == {k: kept["protocol"][k] for k in same}
+    assert by_steps[2]["protocol"]["reference"]["content_hash"] == kept["protocol"]["reference"]["content_hash"]
+    assert rescore(toy_checkpoint, classifier=newer, **opts) == {"rescored": 0, "dropped": 0, "current": 2, "left": 1}
+    before = (toy_checkpoint / "metrics.json").read_text()
+    with pytest.raises(genstudio.metrics.MetricsError, match="not the recorded one"):  # other reference images
+        rescore(toy_checkpoint, classifier=classifier, reference=str(make_toy_folder(tmp_path / "other", 15)), **opts)
+    assert (toy_checkpoint / "metrics.json").read_text() == before
+
+    assert cli.main(["rescore", str(toy_checkpoint), "--classifier", str(classifier), "--drop-quick",
+                     "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0  # n = 10 is a quick run
+    assert "2 dropped" in capsys.readouterr().out
+    assert len(json.loads((toy_checkpoint / "metrics.json").read_text())["scores"]) == 1
+
+
 def test_bf16_sampling_is_recorded_and_close_to_fp32(toy_checkpoint, classifier, toy_data, tmp_path):
     kw = dict(sampler="euler", steps=2, n=8, classifier=classifier, reference=toy_data, cache_dir=tmp_path / "cache",
               metrics=("fid",), progress=False, sample_cache=True)
