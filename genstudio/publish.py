@@ -103,13 +103,14 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
     content hash must equal the recorded one. `evaluator`: further Evaluator options (device, cache_dir,
     progress, batch_size). Returns counts."""
     from .classifier import weights_hash
-    from .metrics import MetricsError, checkpoint_hash, evaluate
+    from .metrics import Evaluator, MetricsError, checkpoint_hash
 
     folder = Path(folder)
     current, model = weights_hash(classifier), checkpoint_hash(folder)
     path = folder / "metrics.json"
     records = json.loads(path.read_text()).get("scores", []) if path.is_file() else []
     counts = {"rescored": 0, "dropped": 0, "current": 0, "left": 0}
+    pipe = None
     for record in records:
         p = record["protocol"]
         ext = p.get("extractor") or {}
@@ -126,16 +127,19 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
             counts["dropped"] += 1
             continue
         ref = p.get("reference") or {}
-        result = evaluate(folder, sampler=p["sampler"], steps=p["steps"], n=p["n"], seed=p["seeds"]["first"],
-                          guidance=p["guidance"], grid=p["grid"], sampler_options=p["sampler_options"],
-                          precision=p.get("precision", "fp32"), metrics=tuple(p["metrics"]),
-                          reference=reference or ref.get("source"), split=ref.get("split", "train"),
-                          reference_n=ref.get("n") if ref.get("subset") else None, classifier=classifier,
-                          sample_cache=True, **{"batch_size": p.get("batch_size", 250), **evaluator})
-        got = (result["protocol"].get("reference") or {}).get("content_hash")
-        if got != ref.get("content_hash"):
-            raise MetricsError(f"{folder.name}: the reference read now (content hash {got}) is not the recorded "
-                               f"one ({ref.get('content_hash')}); pass the same images with --reference")
+        ev = Evaluator(reference=reference or ref.get("source"), split=ref.get("split", "train"),
+                       reference_n=ref.get("n") if ref.get("subset") else None, metrics=tuple(p["metrics"]),
+                       classifier=classifier, precision=p.get("precision", "fp32"), sample_cache=True,
+                       **{"batch_size": p.get("batch_size", 250), **evaluator})
+        pipe = pipe or Pipeline.load(folder, device=ev.device)
+        if ref:  # the reference is read (and its features cached) before any sampling
+            got = ev.reference_features(pipe.image_shape[-1])[1]["content_hash"]
+            if got != ref.get("content_hash"):
+                raise MetricsError(f"{folder.name}: the reference read now (content hash {got}) is not the "
+                                   f"recorded one ({ref.get('content_hash')}); pass the same images with --reference")
+        result = ev.score_checkpoint(pipe, folder, sampler=p["sampler"], steps=p["steps"], n=p["n"],
+                                     seed=p["seeds"]["first"], guidance=p["guidance"], grid=p["grid"],
+                                     sampler_options=p["sampler_options"])
         record_scores(folder, [result], replace=[record])
         old, new = record["metrics"].get("fid", float("nan")), result["metrics"].get("fid", float("nan"))
         log(f"{folder.name}: {_describe(p)}: FID {old:.4g} -> {new:.4g} (samples "
