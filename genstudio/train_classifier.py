@@ -7,7 +7,8 @@ The recipe is a plain one: SGD with Nesterov momentum, a linear warm-up then lin
 learning rate, label smoothing, random translations (4 pixels by default), flips and Cutout (done on the
 device, on uint8 batches held there), bf16 autocast (on GPUs, and on CPUs with AMX, where it is about 3x
 faster than float32; `--precision fp32` elsewhere). Test accuracy is measured with flip averaging and written
-into the weights' metadata together with the data hashes and the recipe.
+into the weights' metadata together with the data hashes and the recipe. `--init W` starts from trained
+weights instead (a second learning-rate cycle) and `--teacher W` adds a distillation loss toward W's predictions.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .classifier import CifarResNet, save_classifier
+from .classifier import ClassifierError, CifarResNet, load_classifier, save_classifier, weights_hash
 from .data import DataError, load_images
 from .data import to_model_range as to_input
 
@@ -70,6 +71,18 @@ def accuracy(model: CifarResNet, images: Tensor, labels: Tensor, batch_size: int
     return correct / len(images)
 
 
+@torch.no_grad()
+def soft_targets(teacher: CifarResNet, images: Tensor, batch_size: int = 1000, bf16: bool = True) -> Tensor:
+    """The teacher's class probabilities for uint8 `images`, averaged over the image and its mirror: (N, classes)."""
+    teacher.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_input(images[i:i + batch_size])
+        with _autocast(x.device, bf16):
+            out.append((teacher(x).float().softmax(1) + teacher(x.flip(-1)).float().softmax(1)) / 2)
+    return torch.cat(out)
+
+
 def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -77,17 +90,26 @@ def _autocast(device: torch.device, bf16: bool):
 def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 60, batch_size: int = 512, lr: float = 0.2,
           momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.2, warmup: float = 0.15,
           widths: tuple[int, int, int] = (128, 384, 512), residual: bool = False, pad: int = 4, cutout: int = 12,
-          bf16: bool = True, seed: int = 0, device: str | torch.device = "cpu", log=print) -> CifarResNet:
-    """Train a CifarResNet on uint8 images (N, 3, 32, 32) with int64 labels; returns it in eval mode."""
+          bf16: bool = True, seed: int = 0, device: str | torch.device = "cpu", init: CifarResNet | None = None,
+          teacher_probs: Tensor | None = None, distill: float = 0.5, log=print) -> CifarResNet:
+    """Train a CifarResNet on uint8 images (N, 3, 32, 32) with int64 labels; returns it in eval mode.
+
+    `init` is trained (in place) instead of a fresh network: a second learning-rate cycle. With
+    `teacher_probs` (N, classes), a fraction `distill` of the loss is the cross-entropy to those soft targets
+    (knowledge distillation, Hinton et al. 2015), the rest the label-smoothed cross-entropy to the labels.
+    """
     device = torch.device(device)
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = CifarResNet(tuple(widths), residual=residual).to(device).to(memory_format=torch.channels_last)
+    model = init if init is not None else CifarResNet(tuple(widths), residual=residual)
+    model = model.to(device).to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                           lr=lr, momentum=momentum, nesterov=True)
     images, labels = train_images.to(device), train_labels.to(device)
+    if teacher_probs is not None:
+        teacher_probs = teacher_probs.to(device)
     steps_per_epoch = len(images) // batch_size
     total = epochs * steps_per_epoch
     warm = max(1, int(warmup * total))
@@ -102,7 +124,10 @@ def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 60, batch
             idx = order[b * batch_size:(b + 1) * batch_size]
             x = augment(to_input(images[idx]), gen, pad, cutout).contiguous(memory_format=torch.channels_last)
             with _autocast(device, bf16):
-                loss = F.cross_entropy(model(x).float(), labels[idx], label_smoothing=label_smoothing)
+                logits = model(x).float()
+                loss = F.cross_entropy(logits, labels[idx], label_smoothing=label_smoothing)
+                if teacher_probs is not None:
+                    loss = (1 - distill) * loss + distill * F.cross_entropy(logits, teacher_probs[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -130,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast: fast on GPUs and on CPUs with AMX; fp32 elsewhere")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start from these classifier weights (a second learning-rate cycle); "
+                   "their architecture replaces --widths and --residual")
+    p.add_argument("--teacher", help="distill from these classifier weights (soft targets on the training images)")
+    p.add_argument("--distill", type=float, default=0.5, help="weight of the teacher's soft-target loss")
     p.add_argument("--limit", type=int, default=0, help="use a random subset of N training images (smoke tests)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -144,10 +173,19 @@ def main(argv: list[str] | None = None) -> int:
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.limit]
         images, labels = images[keep], labels[keep]
     bf16 = args.precision == "bf16"
+    try:
+        init = load_classifier(args.init) if args.init else None
+        teacher = load_classifier(args.teacher, args.device) if args.teacher else None
+        init_hash, teacher_hash = (weights_hash(f) if f else None for f in (args.init, args.teacher))
+    except ClassifierError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
+    probs = soft_targets(teacher, images.to(args.device), bf16=bf16) if teacher is not None else None
     model = train(images, labels, epochs=args.epochs, batch_size=min(args.batch_size, len(images)), lr=args.lr,
                   widths=tuple(int(v) for v in args.widths.split(",")), residual=args.residual, pad=args.pad,
-                  cutout=args.cutout, bf16=bf16, seed=args.seed, device=args.device)
+                  cutout=args.cutout, bf16=bf16, seed=args.seed, device=args.device, init=init, teacher_probs=probs,
+                  distill=args.distill)
     seconds = time.perf_counter() - t0
     test_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), bf16=bf16)
     plain_acc = accuracy(model, te.images.to(args.device), te.labels.to(args.device), tta=False, bf16=bf16)
@@ -155,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"test_accuracy": test_acc, "test_accuracy_no_tta": plain_acc, "train_hash": tr.content_hash,
             "test_hash": te.content_hash, "train_images": len(images), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr,
-            "widths": args.widths, "residual": args.residual, "pad": args.pad, "cutout": args.cutout,
-            "precision": args.precision, "seed": args.seed, "wall_time_s": round(seconds, 1),
+            "widths": ",".join(map(str, model.config["widths"])), "residual": model.config["residual"],
+            "pad": args.pad, "cutout": args.cutout,
+            "precision": args.precision, "seed": args.seed,
+            "init": init_hash, "teacher": teacher_hash,
+            "distill": args.distill if args.teacher else None, "wall_time_s": round(seconds, 1),
             "hardware": device_name, "weights_dtype": "float16 (BatchNorm statistics float32)",
             "recipe": "python -m genstudio.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = save_classifier(model, args.out, meta)

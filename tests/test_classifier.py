@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genstudio.classifier import CifarResNet, ClassifierError, load_classifier, save_classifier
-from genstudio.train_classifier import accuracy, augment, train
+from genstudio.train_classifier import accuracy, augment, soft_targets, train
 
 
 def test_augment_translates_flips_and_cuts_out():
@@ -20,14 +20,18 @@ def test_augment_translates_flips_and_cuts_out():
     assert shifted.shape == x.shape and not torch.equal(shifted, plain)
 
 
+def _brightness_task(n: int = 256):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 96, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    return images + (labels * 140).to(torch.uint8)[:, None, None, None], labels
+
+
 @pytest.mark.parametrize("residual", [False, True])
 def test_a_short_bf16_training_run_learns_a_separable_task_and_round_trips(tmp_path, residual):
     """Two classes told apart by brightness: the recipe must fit them (plain or residual blocks), and
     save/load must keep the architecture and the logits."""
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(256) % 2
-    images = torch.randint(0, 96, (256, 3, 32, 32), generator=g, dtype=torch.uint8)
-    images += (labels * 140).to(torch.uint8)[:, None, None, None]
+    images, labels = _brightness_task()
     model = train(images, labels, epochs=10, batch_size=64, widths=(8, 16, 16), residual=residual, bf16=True,
                   log=lambda *_: None)
     assert accuracy(model, images, labels, tta=False) > 0.9 and accuracy(model, images, labels, bf16=False) > 0.9
@@ -37,6 +41,22 @@ def test_a_short_bf16_training_run_learns_a_separable_task_and_round_trips(tmp_p
     assert loaded.config["residual"] is residual
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_distillation_follows_the_teachers_soft_targets_and_init_continues_from_given_weights():
+    images, labels = _brightness_task()
+    quiet = dict(batch_size=64, widths=(8, 16, 16), log=lambda *_: None)
+    teacher = train(images, labels, epochs=10, **quiet)
+    probs = soft_targets(teacher, images)
+    assert probs.shape == (256, 10) and torch.allclose(probs.sum(1), torch.ones(256))
+    assert (probs.argmax(1) == labels).float().mean() > 0.9
+    # a teacher that swaps the classes: with all the loss on its targets, the student learns the swap
+    swapped = probs[:, [1, 0, *range(2, 10)]]
+    student = train(images, labels, epochs=10, teacher_probs=swapped, distill=1.0, seed=1, **quiet)
+    assert accuracy(student, images, 1 - labels) > 0.9
+    # a second cycle at a vanishing learning rate keeps what the initial weights knew
+    again = train(images, labels, epochs=1, lr=1e-9, init=teacher, seed=2, **quiet)
+    assert again is teacher and accuracy(again, images, labels) > 0.9
 
 
 def test_a_foreign_or_truncated_weights_file_is_a_clear_error(tmp_path):
