@@ -56,31 +56,25 @@ def _crop(padded: Tensor, dy: Tensor, dx: Tensor, h: int, w: int) -> Tensor:
 
 
 @torch.no_grad()
+def _views(model: CifarResNet, images: Tensor, batch_size: int, bf16: bool, mirror: bool):
+    """Per batch of uint8 `images`: the float logits of each view (the image, and its mirror when `mirror`)."""
+    model.eval()
+    for i in range(0, len(images), batch_size):
+        x = to_input(images[i:i + batch_size])
+        with _autocast(x.device, bf16):
+            yield [model(v).float() for v in ((x, x.flip(-1)) if mirror else (x,))]
+
+
 def accuracy(model: CifarResNet, images: Tensor, labels: Tensor, batch_size: int = 1000, tta: bool = True,
              bf16: bool = True) -> float:
     """Top-1 accuracy; with tta the logits of the image and its mirror image are averaged."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        x = to_input(images[i:i + batch_size])
-        with _autocast(x.device, bf16):
-            logits = model(x).float()
-            if tta:
-                logits = logits + model(x.flip(-1)).float()
-        correct += int((logits.argmax(1) == labels[i:i + batch_size]).sum())
-    return correct / len(images)
+    predicted = torch.cat([sum(views).argmax(1) for views in _views(model, images, batch_size, bf16, tta)])
+    return int((predicted == labels).sum()) / len(images)
 
 
-@torch.no_grad()
 def soft_targets(teacher: CifarResNet, images: Tensor, batch_size: int = 1000, bf16: bool = True) -> Tensor:
     """The teacher's class probabilities for uint8 `images`, averaged over the image and its mirror: (N, classes)."""
-    teacher.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_input(images[i:i + batch_size])
-        with _autocast(x.device, bf16):
-            out.append((teacher(x).float().softmax(1) + teacher(x.flip(-1)).float().softmax(1)) / 2)
-    return torch.cat(out)
+    return torch.cat([(a.softmax(1) + b.softmax(1)) / 2 for a, b in _views(teacher, images, batch_size, bf16, True)])
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -194,10 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             "test_hash": te.content_hash, "train_images": len(images), "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr,
             "widths": ",".join(map(str, model.config["widths"])), "residual": model.config["residual"],
-            "pad": args.pad, "cutout": args.cutout,
-            "precision": args.precision, "seed": args.seed,
-            "init": init_hash, "teacher": teacher_hash,
-            "distill": args.distill if args.teacher else None, "wall_time_s": round(seconds, 1),
+            "pad": args.pad, "cutout": args.cutout, "precision": args.precision, "seed": args.seed,
+            "init": init_hash, "teacher": teacher_hash, "distill": args.distill if args.teacher else None,
+            "wall_time_s": round(seconds, 1),
             "hardware": device_name, "weights_dtype": "float16 (BatchNorm statistics float32)",
             "recipe": "python -m genstudio.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = save_classifier(model, args.out, meta)
