@@ -15,10 +15,11 @@ For each extractor, in the same process:
   KID (100 subsets of 1000); this is the "seconds to score n images". ratio = score / raw, so the overhead of
   the evaluator and the metrics over the network alone.
 
-c10 uses the shipped classifier (checkpoints/cifar10_classifier/) or, when it is absent, a random-init
-CifarResNet of the same architecture (same cost; the output says so). inception needs its weights
-(--inception-weights PATH or torch hub's cache; this script never downloads): without them it is skipped,
-with the reason. Runs on the GPU when CUDA is available. Timings share the machine with whatever else runs.
+c10 is timed with fp32 features (the default protocol) and with bf16 features (`--feature-precision bf16`,
+a protocol of its own). It uses the shipped classifier (checkpoints/cifar10_classifier/) or, when it is
+absent, a random-init CifarResNet of the same architecture (same cost; the output says so). inception needs
+its weights (--inception-weights PATH or torch hub's cache; this script never downloads): without them it is
+skipped, with the reason. Runs on the GPU when CUDA is available. Timings share the machine with whatever else runs.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from genstudio.data import DataError, load_images
 from genstudio.metrics import Evaluator, default_reference
 from genstudio.metrics_extractors import InceptionWeightsError, inception_weights_path
 
-COLUMNS = ("extractor", "weights", "n", "raw_s", "reference_s", "score_s", "score_img_s", "ratio")
+COLUMNS = ("extractor", "features", "weights", "n", "raw_s", "reference_s", "score_s", "score_img_s", "ratio")
 
 
 def images(n: int) -> tuple[torch.Tensor, str]:
@@ -57,9 +58,9 @@ def images(n: int) -> tuple[torch.Tensor, str]:
     return (255 * x).round().to(torch.uint8), "smooth random images"
 
 
-def measure(kind: str, x: torch.Tensor, args: argparse.Namespace, cache: Path, **weights) -> dict:
+def measure(kind: str, x: torch.Tensor, args: argparse.Namespace, cache: Path, **options) -> dict:
     ev = Evaluator(extractor=kind, reference=x, batch_size=args.batch_size, cache_dir=cache, progress=False,
-                   download=False, **weights)
+                   download=False, **options)
     ext = ev.ext
     batches = [b.to(ev.device) for b in x.split(args.batch_size)]
 
@@ -82,9 +83,9 @@ def measure(kind: str, x: torch.Tensor, args: argparse.Namespace, cache: Path, *
     result = ev.score_images(x)
     score = time.perf_counter() - t0
     raw_s = min(raw_before, raw())  # before and after: the machine's load drifts
-    return {"extractor": ext.name, "weights": ext.weights_hash[:12], "n": len(x), "raw_s": raw_s,
-            "reference_s": reference, "score_s": score, "score_img_s": len(x) / score, "ratio": score / raw_s,
-            "metrics": result["metrics"]}
+    return {"extractor": ext.name, "features": ext.precision, "weights": ext.weights_hash[:12], "n": len(x),
+            "raw_s": raw_s, "reference_s": reference, "score_s": score, "score_img_s": len(x) / score,
+            "ratio": score / raw_s, "metrics": result["metrics"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extractors", default="c10,inception")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--classifier", default=None, help="c10 weights (default: the shipped ones)")
+    parser.add_argument("--c10-precisions", default="fp32,bf16",
+                        help="feature precisions to time c10 in (bf16: autocast, fast on CPUs with AMX)")
     parser.add_argument("--inception-weights", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results here as JSON")
@@ -111,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                     path = save_classifier(CifarResNet(), Path(tmp) / "random_classifier.safetensors")
                     notes.append("c10: the shipped classifier is absent: timed a random-init CifarResNet of the same "
                                  "architecture (same cost; its metric values mean nothing)")
-                rows.append(measure("c10", x, args, Path(tmp) / "cache", classifier=path))
+                for precision in args.c10_precisions.split(","):
+                    rows.append(measure("c10", x, args, Path(tmp) / "cache", classifier=path,
+                                        feature_precision=precision))
             elif kind == "inception":
                 try:
                     weights = inception_weights_path(args.inception_weights, download=False)

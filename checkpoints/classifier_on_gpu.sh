@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluator issue's last step, for a GPU: train the CIFAR-10 classifier, install it in
+# For a GPU: train the evaluator's CIFAR-10 classifier, install it in
 # checkpoints/cifar10_classifier/ if it is more accurate than the shipped one, then bring every shipped
 # checkpoint's recorded c10 scores up to date under it (`genstudio rescore`: same protocols, stale quick
 # records dropped).
@@ -7,11 +7,13 @@
 #   bash checkpoints/classifier_on_gpu.sh OUT_DIR       (from the repository root)
 #
 # OUT_DIR receives the trained weights, the logs and a copy of each checkpoint's updated metrics.json.
-# Knobs (environment): DATA (folder with train.tar.gz and test.tar.gz), CLF_ARGS (train_classifier options).
+# Knobs (environment): DATA (folder with train.tar.gz and test.tar.gz), CLF_ARGS (train_classifier options,
+# e.g. `--time-budget 260` to fit the epochs to a lease), CKPTS (the checkpoints to rescore, in order),
+# RESCORE_LIMIT (seconds; rescore stops there, every record finished so far is kept).
 set -euo pipefail
 OUT=${1:?usage: classifier_on_gpu.sh OUT_DIR}
 DATA=${DATA:-../shared/data/cifar10}
-CLF_ARGS=${CLF_ARGS:---epochs 60 --widths 128,512,512 --residual}
+CLF_ARGS=${CLF_ARGS:-}  # train_classifier's defaults are the shipped classifier's recipe
 SHIPPED=checkpoints/cifar10_classifier/classifier.safetensors
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -28,8 +30,10 @@ if new <= shipped:
     sys.exit(1)
 shutil.copyfile(sys.argv[1], sys.argv[2])
 PY
-python -m genstudio.cli rescore checkpoints/*_cifar10 --drop-quick --reference "$DATA/train.tar.gz" \
-  --batch-size 1000 --no-progress 2>&1 | tee "$OUT/rescore.log"
+# shellcheck disable=SC2086
+timeout "${RESCORE_LIMIT:-0}" python -m genstudio.cli rescore ${CKPTS:-checkpoints/*_cifar10} --drop-quick \
+  --reference "$DATA/train.tar.gz" --batch-size 1000 --no-progress 2>&1 | tee "$OUT/rescore.log" \
+  || echo "rescore stopped before the end (RESCORE_LIMIT ${RESCORE_LIMIT:-none}); records done so far are kept"
 for f in checkpoints/*_cifar10/metrics.json; do
   name=$(basename "$(dirname "$f")")
   mkdir -p "$OUT/$name" && cp "$f" "$OUT/$name/metrics.json"

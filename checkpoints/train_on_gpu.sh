@@ -15,7 +15,7 @@ RUNS=${RUNS:-runs}
 T_EDM=${T_EDM:-200}
 T_ECT=${T_ECT:-130}
 T_LONG=${T_LONG:-340}
-CLF_EPOCHS=${CLF_EPOCHS:-60}
+CLF_EPOCHS=${CLF_EPOCHS:-80}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT" "$RUNS"
 start=$(date +%s)
@@ -33,8 +33,9 @@ train() {  # train NAME SECONDS [overrides...]
   echo "[$name: exit $? at $(( $(date +%s) - start )) s]" >> "$OUT/$name.log"
 }
 
-timeout -s KILL 360 python -m genstudio.train_classifier --train "$DATA/train.tar.gz" --test "$DATA/test.tar.gz" --epochs "$CLF_EPOCHS" \
-  ${CLF_ARGS:-} --out "$OUT/classifier.safetensors" > "$OUT/classifier.log" 2>&1 &
+timeout -s KILL 360 python -m genstudio.train_classifier --train "$DATA/train.tar.gz" --test "$DATA/test.tar.gz" \
+  --epochs "$CLF_EPOCHS" --time-budget 290 ${CLF_ARGS:-} --out "$OUT/classifier.safetensors" \
+  > "$OUT/classifier.log" 2>&1 &
 (train edm_small_cifar10 "$T_EDM"; train ect_cifar10 "$T_ECT" --train.init_from "$RUNS/edm_small_cifar10" --objective.options.double_every 300) &
 train flow_small_cifar10 "$T_LONG" &
 train ncsn_small_cifar10 "$T_LONG" &

@@ -2,9 +2,9 @@
 
 The network follows the shape of Keller Jordan's airbench (a conv stem, then three blocks of
 conv-pool-BN-GELU-conv-BN-GELU, global max-pool, a linear head); with `residual=True` each block has a third
-conv and a skip over the last two, as in airbench96. The shipped one has widths 128/384/512 (6.1M parameters,
-no residual convs), trained by `genstudio.train_classifier`. Inputs are float images in the model range
-[-1, 1], (N, 3, 32, 32).
+conv and a skip over the last two, as in airbench96. The shipped one is residual with widths 128/512/512
+(12.7M parameters), trained by `genstudio.train_classifier` with its defaults. Inputs are float images in the
+model range [-1, 1], (N, 3, 32, 32).
 `features` is the penultimate layer (512-d shipped; FID, KID, precision/recall); `forward` gives the logits (IS).
 Weights are one safetensors file; its metadata holds the architecture and the measured test accuracy.
 """
@@ -60,8 +60,8 @@ class _ResidualBlock(nn.Module):
 class CifarResNet(nn.Module):
     """(N, 3, 32, 32) in [-1, 1] -> logits (N, num_classes); `features` -> (N, feature_dim)."""
 
-    def __init__(self, widths: tuple[int, int, int] = (128, 384, 512), stem: int = 32, num_classes: int = 10,
-                 residual: bool = False):
+    def __init__(self, widths: tuple[int, int, int] = (128, 512, 512), stem: int = 32, num_classes: int = 10,
+                 residual: bool = True):
         super().__init__()
         self.config = {"widths": list(widths), "stem": stem, "num_classes": num_classes, "residual": residual}
         self.stem = nn.Sequential(*_conv_bn(3, stem))

@@ -182,6 +182,7 @@ class Evaluator:
     device: str | torch.device | None = None
     progress: bool = True
     precision: str = "fp32"                # sampling precision, one of PRECISIONS
+    feature_precision: str = "fp32"        # of the c10 features: fp32, or bf16 (autocast; recorded in the protocol)
     sample_cache: bool = False             # keep generated images under <cache>/eval_samples/ and reuse them
     _ext: Extractor | None = field(default=None, init=False, repr=False)
     _refs: dict[int, tuple[Tensor, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
@@ -210,7 +211,7 @@ class Evaluator:
         if self._ext is None:
             self._ext = make_extractor(self.extractor, classifier=self.classifier,
                                        inception_weights=self.inception_weights, download=self.download,
-                                       device=self.device)
+                                       device=self.device, precision=self.feature_precision)
         return self._ext
 
     def classifier_net(self) -> tuple[Any, str | None]:
@@ -242,6 +243,8 @@ class Evaluator:
         ext = self.ext
         spec = {"format": CACHE_FORMAT, "data": data.content_hash, "extractor": ext.name,
                 "weights_sha256": ext.weights_hash, "layer": ext.feature_layer, "n": self.reference_n}
+        if ext.precision != "fp32":  # fp32 keys predate the option: they stay as they were
+            spec["precision"] = ext.precision
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         info = {"source": what, "split": self.split, "content_hash": data.content_hash, "image_size": image_size,
                 "n": len(data) if self.reference_n is None else min(self.reference_n, len(data)),
@@ -478,7 +481,8 @@ def _kept(batches: Iterable[Tensor], store: np.ndarray) -> Iterator[Tensor]:
 
 def _pop_evaluator_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     names = ("extractor", "reference", "split", "reference_n", "metrics", "batch_size", "classifier",
-             "inception_weights", "download", "cache_dir", "device", "progress", "precision", "sample_cache")
+             "inception_weights", "download", "cache_dir", "device", "progress", "precision", "feature_precision",
+             "sample_cache")
     return {k: kwargs.pop(k) for k in names if k in kwargs}
 
 

@@ -50,6 +50,7 @@ class C10FeatureExtractor(FeatureExtractorBase):
         super().__init__(name, features_list)
         # channels-last convolutions: about 1.5x faster on CPUs, same math
         self.net = load_classifier(feature_extractor_weights_path).to(memory_format=torch.channels_last)
+        self.bf16 = False  # bfloat16 autocast: about 3.5x faster on CPUs with AMX; features move by ~0.4%
         self.requires_grad_(False)
         self.eval()
 
@@ -72,10 +73,11 @@ class C10FeatureExtractor(FeatureExtractorBase):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected uint8 (N, 3, H, W) images, got {x.dtype} {tuple(x.shape)}")
-        h = self.net.features(to_model_range(x).contiguous(memory_format=torch.channels_last))
-        out = {"features": h}
-        if "logits" in self.features_list:
-            out["logits"] = self.net.head(h)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            h = self.net.features(to_model_range(x).contiguous(memory_format=torch.channels_last))
+            out = {"features": h}
+            if "logits" in self.features_list:
+                out["logits"] = self.net.head(h)
         return tuple(out[k].float() for k in self.features_list)
 
 
@@ -190,6 +192,7 @@ class Extractor:
     weights_path: Path
     weights_hash: str
     layers: dict[str, str] = field(default_factory=dict)  # metric ("fid", "isc", "kid", "prc") -> feature name
+    precision: str = "fp32"     # of the features: "fp32", or "bf16" (autocast; c10 only)
 
     @property
     def feature_layer(self) -> str:
@@ -204,14 +207,21 @@ class Extractor:
         return {k: v.float().cpu() for k, v in self.module.convert_features_tuple_to_dict(out).items()}
 
     def describe(self) -> dict[str, Any]:
+        marked = {"precision": self.precision} if self.precision != "fp32" else {}  # fp32 records predate the option
         return {"name": self.name, "kind": self.kind, "label": self.label, "weights": str(self.weights_path),
-                "weights_sha256": self.weights_hash, "layers": dict(self.layers)}
+                "weights_sha256": self.weights_hash, "layers": dict(self.layers), **marked}
 
 
 def make_extractor(kind: str = "c10", *, classifier: str | os.PathLike[str] | None = None,
                    inception_weights: str | os.PathLike[str] | None = None, download: bool = True,
-                   device: str | torch.device = "cpu") -> Extractor:
-    """Load the "c10" (classifier at `classifier`, default the shipped one) or "inception" extractor."""
+                   device: str | torch.device = "cpu", precision: str = "fp32") -> Extractor:
+    """Load the "c10" (classifier at `classifier`, default the shipped one) or "inception" extractor;
+    `precision` "bf16" runs the c10 network under bfloat16 autocast."""
+    if precision not in ("fp32", "bf16"):
+        raise MetricsError(f"feature precision must be fp32 or bf16, got {precision!r}")
+    if precision == "bf16" and kind != "c10":
+        raise MetricsError("bf16 features are offered for the c10 extractor only: Inception features stay fp32, "
+                           "as in the papers' protocol")
     if kind == "c10":
         path = Path(classifier) if classifier is not None else default_classifier_path()
         try:
@@ -220,8 +230,9 @@ def make_extractor(kind: str = "c10", *, classifier: str | os.PathLike[str] | No
             module = C10FeatureExtractor(C10_NAME, ["features", "logits"], feature_extractor_weights_path=str(path))
         except ClassifierError as e:
             raise MetricsError(f"the c10 extractor needs the project's CIFAR-10 classifier: {e}") from None
+        module.bf16 = precision == "bf16"
         return Extractor("c10", C10_NAME, "c10 classifier features", module.to(device), path, weights_hash(path),
-                         layers)
+                         layers, precision)
     if kind == "inception":
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 as FE
 

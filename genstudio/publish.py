@@ -100,7 +100,8 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
     go through the sample cache, so images kept from an earlier run are scored without sampling again.
     Records of another model (a different checkpoint hash) or with given labels are left as they are.
     `reference` reads the reference images from another place (e.g. a copy on another machine): their
-    content hash must equal the recorded one. `evaluator`: further Evaluator options (device, cache_dir,
+    content hash must equal the recorded one, and the new record keeps the recorded source (the place read
+    is noted as `read_from`). `evaluator`: further Evaluator options (device, cache_dir,
     progress, batch_size). Returns counts."""
     from .classifier import weights_hash
     from .metrics import Evaluator, MetricsError, checkpoint_hash
@@ -129,7 +130,8 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
         ref = p.get("reference") or {}
         ev = Evaluator(reference=reference or ref.get("source"), split=ref.get("split", "train"),
                        reference_n=ref.get("n") if ref.get("subset") else None, metrics=tuple(p["metrics"]),
-                       classifier=classifier, precision=p.get("precision", "fp32"), sample_cache=True,
+                       classifier=classifier, precision=p.get("precision", "fp32"),
+                       feature_precision=ext.get("precision", "fp32"), sample_cache=True,
                        **{"batch_size": p.get("batch_size", 250), **evaluator})
         pipe = pipe or Pipeline.load(folder, device=ev.device)
         if ref:  # the reference is read (and its features cached) before any sampling
@@ -140,12 +142,30 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
         result = ev.score_checkpoint(pipe, folder, sampler=p["sampler"], steps=p["steps"], n=p["n"],
                                      seed=p["seeds"]["first"], guidance=p["guidance"], grid=p["grid"],
                                      sampler_options=p["sampler_options"])
+        if reference and ref:  # the recorded images, read from another place: the record keeps naming them
+            result["protocol"]["reference"].update(source=ref.get("source"), read_from=str(reference))
         record_scores(folder, [result], replace=[record])
         old, new = record["metrics"].get("fid", float("nan")), result["metrics"].get("fid", float("nan"))
         log(f"{folder.name}: {_describe(p)}: FID {old:.4g} -> {new:.4g} (samples "
             f"{'reused' if result['protocol']['samples']['reused'] else 'generated'})")
         counts["rescored"] += 1
+    if counts["rescored"] and (folder / "fid_vs_nfe.png").is_file():
+        redraw_plot(folder, current)
     return counts
+
+
+def redraw_plot(folder: str | Path, weights_sha256: str) -> Path:
+    """Redraw the checkpoint's fid_vs_nfe.png from its recorded FIDs under the c10 classifier with these
+    weights: the standard (not quick) records, or the quick ones where there are no others."""
+    from .sweep import plot_sweep
+
+    folder = Path(folder)
+    scored = [r for r in json.loads((folder / "metrics.json").read_text()).get("scores", []) if "fid" in r["metrics"]
+              and (r["protocol"].get("extractor") or {}).get("weights_sha256") == weights_sha256]
+    records = [r for r in scored if not r.get("quick")] or scored
+    table = {"checkpoint": str(folder), "fid_label": records[0]["labels"]["fid"] if records else "FID",
+             "cells": [{"sampler": r["sampler"], "nfe": r["nfe"], "metrics": r["metrics"]} for r in records]}
+    return plot_sweep(table, folder / "fid_vs_nfe.png")
 
 
 def _describe(p: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from genstudio.classifier import CifarResNet, ClassifierError, load_classifier, save_classifier
-from genstudio.train_classifier import accuracy, augment, soft_targets, train
+from genstudio.train_classifier import (accuracy, augment, load_soft_targets, main, save_soft_targets, soft_targets,
+                                       train)
 
 
 def test_augment_translates_flips_and_cuts_out():
@@ -57,6 +58,33 @@ def test_distillation_follows_the_teachers_soft_targets_and_init_continues_from_
     # a second cycle at a vanishing learning rate keeps what the initial weights knew
     again = train(images, labels, epochs=1, lr=1e-9, init=teacher, seed=2, **quiet)
     assert again is teacher and accuracy(again, images, labels) > 0.9
+
+
+def test_saved_soft_targets_round_trip_and_refuse_other_training_images(tmp_path):
+    probs = torch.softmax(torch.randn(6, 10), 1)
+    path = save_soft_targets(tmp_path / "probs.safetensors", probs, teacher_hash="t" * 64, train_hash="a" * 64)
+    loaded, teacher = load_soft_targets(path, train_hash="a" * 64, n=6)
+    assert torch.equal(loaded, probs) and teacher == "t" * 64
+    with pytest.raises(ClassifierError, match="no soft targets for these 6"):
+        load_soft_targets(path, train_hash="b" * 64, n=6)
+    with pytest.raises(ClassifierError, match="no soft targets for these 5"):
+        load_soft_targets(path, train_hash="a" * 64, n=5)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ClassifierError, match="not a soft-targets file"):
+        load_soft_targets(path, train_hash="a" * 64, n=6)
+    with pytest.raises(SystemExit):
+        main(["--save-soft-targets", str(tmp_path / "x.safetensors")])
+
+
+def test_a_time_budget_shortens_the_run_after_two_epochs():
+    images, labels = _brightness_task(128)
+    quiet = dict(batch_size=64, widths=(8, 16, 16), bf16=False)
+    lines: list[str] = []
+    short = train(images, labels, epochs=40, time_budget=0.0, log=lines.append, **quiet)
+    assert short.epochs_trained == 2 and lines[-1].startswith("2 epochs fit the time budget")
+    assert lines[1].startswith("epoch 2/40")
+    assert train(images, labels, epochs=3, time_budget=1e6, log=lambda *_: None, **quiet).epochs_trained == 3
+    assert train(images, labels, epochs=3, log=lambda *_: None, **quiet).epochs_trained == 3
 
 
 def test_a_foreign_or_truncated_weights_file_is_a_clear_error(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 from pathlib import Path
 
@@ -127,6 +128,20 @@ def test_c10_extractor_is_registered_with_torch_fidelity_and_agrees(classifier, 
     assert not any("Inception" in text for text in ours["labels"].values())
 
 
+def test_bf16_c10_features_are_marked_close_to_fp32_and_cached_apart(classifier, tmp_path):
+    a, b = smooth_images(64, seed=1), smooth_images(64, seed=2)
+    kw = dict(reference=b, classifier=classifier, metrics=("fid", "is"), batch_size=16, cache_dir=tmp_path,
+              progress=False, device="cpu")
+    fp32, bf16 = (evaluate_images(a, feature_precision=p, **kw) for p in ("fp32", "bf16"))
+    assert "precision" not in fp32["protocol"]["extractor"] and bf16["protocol"]["extractor"]["precision"] == "bf16"
+    assert fp32["protocol"]["reference"]["cache_key"] != bf16["protocol"]["reference"]["cache_key"]
+    assert bf16["metrics"]["fid"] != fp32["metrics"]["fid"]  # really computed in bfloat16
+    assert bf16["metrics"]["fid"] == pytest.approx(fp32["metrics"]["fid"], rel=0.05)
+    assert bf16["metrics"]["is_mean"] == pytest.approx(fp32["metrics"]["is_mean"], rel=0.05)
+    with pytest.raises(genstudio.metrics.MetricsError, match="c10 extractor only"):
+        evaluate_images(a, extractor="inception", feature_precision="bf16", **kw)
+
+
 def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift(classifier, tmp_path):
     images = smooth_images(64)
     ev = Evaluator(reference=images, classifier=classifier, metrics=("fid",), cache_dir=tmp_path, progress=False)
@@ -234,13 +249,16 @@ def test_rescore_brings_stale_records_up_to_date_reusing_kept_samples(toy_checkp
     newer = tmp_path / "newer.safetensors"
     torch.manual_seed(1)
     save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), newer)
+    newest = save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), tmp_path / "newest.safetensors")
 
     generated = []
     real_generate = Pipeline.generate
     monkeypatch.setattr(Pipeline, "generate",
                         lambda self, n, **k: generated.append(k["steps"]) or real_generate(self, n, **k))
     opts = dict(cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    (toy_checkpoint / "fid_vs_nfe.png").write_bytes(b"stale")
     assert rescore(toy_checkpoint, classifier=newer, **opts) == {"rescored": 2, "dropped": 0, "current": 0, "left": 1}
+    assert (toy_checkpoint / "fid_vs_nfe.png").read_bytes()[:4] == b"\x89PNG"  # redrawn from the new records
     assert set(generated) == {3}  # the 2-step samples came from the cache
     records = json.loads((toy_checkpoint / "metrics.json").read_text())["scores"]
     mine = [r for r in records if r["protocol"]["checkpoint"]["sha256"] != "0" * 64]
@@ -257,6 +275,10 @@ def test_rescore_brings_stale_records_up_to_date_reusing_kept_samples(toy_checkp
     with pytest.raises(genstudio.metrics.MetricsError, match="not the recorded one"):  # other reference images
         rescore(toy_checkpoint, classifier=classifier, reference=str(make_toy_folder(tmp_path / "other", 15)), **opts)
     assert (toy_checkpoint / "metrics.json").read_text() == before
+    copy = shutil.copytree(toy_data, tmp_path / "copy")  # the same images elsewhere: the record names the original
+    assert rescore(toy_checkpoint, classifier=newest, reference=str(copy), **opts)["rescored"] == 2
+    refs = [r["protocol"]["reference"] for r in json.loads((toy_checkpoint / "metrics.json").read_text())["scores"]]
+    assert [(r["source"], r.get("read_from")) for r in refs].count((str(toy_data), str(copy))) == 2
 
     assert cli.main(["rescore", str(toy_checkpoint), "--classifier", str(classifier), "--drop-quick",
                      "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0  # n = 10 is a quick run

@@ -68,4 +68,5 @@ def test_shipped_classifier_classifies_the_offline_test_split():
         logits = model(x) + model(x.flip(-1))
     acc = float((logits.argmax(1) == test.labels[keep]).float().mean())
     print(f"shipped classifier: {acc:.3f} on 500 test images (recorded on all 10k: {meta['test_accuracy']:.4f})")
-    assert acc > 0.88 and abs(acc - meta["test_accuracy"]) < 0.04
+    assert meta["test_accuracy"] >= 0.93  # the evaluator issue's bar, measured on all 10k at training time
+    assert acc > 0.9 and abs(acc - meta["test_accuracy"]) < 0.04
