@@ -145,7 +145,7 @@ def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 80, batch
     warm = max(1, int(warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    step, epoch, t0, last_end = 0, 0, time.perf_counter(), 0.0
+    epoch, t0, last_end = 0, time.perf_counter(), 0.0
     while epoch < epochs:
         model.train()
         order = torch.randperm(len(images), generator=gen, device=device)
@@ -163,7 +163,6 @@ def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 80, batch
             opt.step()
             sched.step()
             running += loss.detach()
-            step += 1
         log(f"epoch {epoch + 1}/{epochs}  loss {float(running) / steps_per_epoch:.4f}  "
             f"{time.perf_counter() - t0:.1f} s")  # float() waits for the device, so the clock is true
         epoch += 1
