@@ -11,7 +11,7 @@ from genstudio.checkpoint import export_model
 from genstudio.config import config_from_dict
 from genstudio.train import build_model
 
-from .conftest import toy_config
+from tests.conftest import toy_config
 
 SIZE = 16  # the micro checkpoints' image size: uploads are resized to it
 
