@@ -1,0 +1,114 @@
+"""What the studio's tabs share: user-facing errors, the model/sampler/label/guidance checks, PNG files."""
+from __future__ import annotations
+
+import functools
+import inspect
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+
+import samplers
+from genstudio.api import Pipeline
+from genstudio.images import image_grid, save_png
+
+from . import validate as V
+from .models import Models, class_names
+
+AUTO_GRID = "auto (the sampler's default)"
+ALL_CLASSES = -1
+HEAVY = dict(concurrency_limit=1, concurrency_id="sampling")  # one sampling job at a time: CPU-bound
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Re-raise the API's ValueErrors (written for users) as gr.Error; works for plain and generator functions."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, FileNotFoundError) as e:
+                if isinstance(e, gr.Error):
+                    raise
+                raise gr.Error(str(e)) from None
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as e:
+            if isinstance(e, gr.Error):
+                raise
+            raise gr.Error(str(e)) from None
+    return plain
+
+
+class Shared:
+    """The models every tab draws on, and the folder the PNG files offered for download go to."""
+
+    def __init__(self, models: Models):
+        self.models = models
+        self.out_dir = Path(tempfile.mkdtemp(prefix="genstudio-studio-"))
+
+    def pipe(self, model: Any) -> Pipeline:
+        return self.models.get(model)
+
+    def pipe_sampler(self, model: Any, sampler: Any) -> tuple[Pipeline, str]:
+        pipe = self.models.get(model)
+        usable = pipe.samplers()
+        if not isinstance(sampler, str) or sampler not in usable:
+            raise gr.Error(f"sampler {sampler!r} cannot drive {pipe.name}; its samplers: {', '.join(usable)}")
+        return pipe, sampler
+
+    def file(self, images: np.ndarray, stem: str) -> str:
+        """`images` (one HxWx3 image, or a batch laid out as a grid) as a PNG file; its path."""
+        path = self.out_dir / f"{stem}_{time.time_ns()}.png"
+        save_png(image_grid(images) if images.ndim == 4 else images, path)
+        return str(path)
+
+
+def grid_choice(grid: Any) -> str | None:
+    """The time grid chosen (None: the sampler's default)."""
+    if grid in (None, "", AUTO_GRID):
+        return None
+    return V.choice(grid, "time grid", list(samplers.GRIDS))
+
+
+def grid_dropdown() -> gr.Dropdown:
+    return gr.Dropdown([AUTO_GRID] + list(samplers.GRIDS), value=AUTO_GRID, label="time grid",
+                       allow_custom_value=True)
+
+
+def label_guidance(pipe: Pipeline, label: Any, guidance: Any, n: int) -> tuple[list[int] | None, float]:
+    """(labels, guidance) for pipe: None and 1 for an unconditional model."""
+    if not pipe.num_classes:
+        return None, 1.0
+    guidance = V.number(guidance, "guidance")
+    if label is None:
+        label = ALL_CLASSES
+    label = V.number(label, "class label", integer=True, limits=(ALL_CLASSES, pipe.num_classes - 1))
+    labels = [i % pipe.num_classes for i in range(n)] if label == ALL_CLASSES else [label] * n
+    return labels, guidance
+
+
+def label_dropdown() -> gr.Dropdown:
+    """Class choice; filled in for the chosen model (custom values pass to ui.validate, which checks them)."""
+    return gr.Dropdown([("one per class", ALL_CLASSES)], value=ALL_CLASSES, label="class", allow_custom_value=True)
+
+
+def label_updates(pipe: Pipeline, label: gr.Dropdown, guidance: gr.Slider) -> dict:
+    """A tab's class dropdown and guidance slider for pipe: its classes, both hidden if it is unconditional."""
+    cond = bool(pipe.num_classes)
+    choices = [("one per class (image i: class i mod K)", ALL_CLASSES)] + \
+        [(name, k) for k, name in enumerate(class_names(pipe))]
+    return {label: gr.update(choices=choices, value=ALL_CLASSES, visible=cond), guidance: gr.update(visible=cond)}
+
+
+def enlarged(grid: np.ndarray, target: int = 256) -> np.ndarray:
+    """A small image grid scaled up by an integer factor (nearest pixel) so the preview is visible."""
+    k = max(1, target // max(grid.shape[:2]))
+    return grid.repeat(k, 0).repeat(k, 1)

@@ -1,0 +1,200 @@
+"""The Edit tab: inpaint, SDEdit, purify and interpolate an uploaded (or sent) image."""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import numpy as np
+
+from genstudio.api import Pipeline
+from genstudio.images import image_grid
+
+from .. import validate as V
+from ..common import HEAVY, Shared, grid_choice, grid_dropdown, label_dropdown, label_guidance, label_updates, \
+    user_errors
+from ..components import CheckedEditor, CheckedImage, CheckedSlider
+
+
+def _inpaint_description(pipe: Pipeline, levels: int, per_level: int) -> str:
+    """How pipe.inpaint filled the mask, for the info line."""
+    return (f"multistep consistency jumps: {levels} jumps" if pipe.model.kind == "map"
+            else f"annealed Langevin: {levels} levels x {per_level} steps")
+
+
+def _edit_image(pipe: Pipeline, editor) -> tuple[np.ndarray, str]:
+    """The editor's background image at the model's size, and a note on what was done to it."""
+    background, _ = V.editor_parts(editor)
+    return V.model_image(background, pipe.image_shape[1], "image")
+
+
+class Edit:
+    """The tab's handlers; build() lays out its components and sets them here."""
+
+    def __init__(self, shared: Shared):
+        self.shared = shared
+
+    @property
+    def model_outputs(self) -> list:
+        """The components on_model updates, in the order the select_model endpoint lists them."""
+        return [self.sampler, self.steps, self.label, self.guidance]
+
+    def on_model(self, pipe: Pipeline) -> dict:
+        usable, d = pipe.samplers(), pipe.defaults()
+        return {self.sampler: gr.update(choices=usable, value="ddim" if "ddim" in usable else d["sampler"]),
+                self.steps: gr.update(value=min(d["steps"], 20)), **label_updates(pipe, self.label, self.guidance)}
+
+    def _results(self, gallery: list, info: str, images: np.ndarray, stem: str) -> dict:
+        return {self.gallery: gallery, self.info: info, self.file: self.shared.file(images, stem)}
+
+    @user_errors
+    def inpaint(self, model, editor, n, seed, levels, per_level, label, guidance) -> dict:
+        pipe = self.shared.pipe(model)
+        background, layers = V.editor_parts(editor)
+        image, note = V.model_image(background, pipe.image_shape[1], "image")
+        mask = V.mask_from_layers(V.open_image(background), layers, pipe.image_shape[1])
+        n = V.number(n, "n", integer=True, limits=(1, 16))
+        seed = V.number(seed, "seed", integer=True)
+        levels = V.number(levels, "inpaint_steps", integer=True)
+        per_level = V.number(per_level, "per_level", integer=True)
+        labels, guidance = label_guidance(pipe, label, guidance, n)
+        t0 = time.perf_counter()
+        out = pipe.inpaint(image, mask, n=n, seed=seed, steps=levels, labels=labels, guidance=guidance,
+                           steps_per_level=per_level)
+        seconds = time.perf_counter() - t0
+        shown = image.copy()
+        shown[~mask] = 128
+        gallery = [(image, "input"), (shown, "known pixels (gray: to fill)")] + \
+            [(img, f"completion, seed {seed + i}") for i, img in enumerate(out)]
+        how = _inpaint_description(pipe, levels, per_level)
+        info = f"{note}. Filled {int((~mask).sum())} of {mask.size} pixels with {how}, {seconds:.2f} s."
+        return self._results(gallery, info, out, "inpaint")
+
+    @user_errors
+    def sdedit(self, model, editor, sampler, steps, grid, strength, n, seed, label, guidance) -> dict:
+        pipe, sampler = self.shared.pipe_sampler(model, sampler)
+        image, note = _edit_image(pipe, editor)
+        strength = V.number(strength, "strength")
+        steps = V.number(steps, "steps", integer=True)
+        n = V.number(n, "n", integer=True, limits=(1, 16))
+        seed = V.number(seed, "seed", integer=True)
+        labels, guidance = label_guidance(pipe, label, guidance, n)
+        res = pipe.sdedit(np.repeat(image[None], n, 0), strength, sampler=sampler, steps=steps, grid=grid_choice(grid),
+                          seed=seed, labels=labels, guidance=guidance)
+        t_s = pipe.strength_time(strength)
+        gallery = [(image, "input")] + [(img, f"seed {seed + i}") for i, img in enumerate(res.images)]
+        info = (f"{note}. SDEdit at strength {strength:g} (t = {t_s:.4g}): {res.sampler}, {res.steps} steps on the "
+                f"{res.grid} grid, NFE {res.nfe}, {res.seconds:.2f} s.")
+        return self._results(gallery, info, res.images, "sdedit")
+
+    @user_errors
+    def purify(self, model, editor, sampler, steps, grid, strength, noise, seed, label, guidance) -> dict:
+        pipe, sampler = self.shared.pipe_sampler(model, sampler)
+        image, note = _edit_image(pipe, editor)
+        strength = V.number(strength, "purify_strength")
+        noise = V.number(noise, "noise")
+        steps = V.number(steps, "steps", integer=True)
+        seed = V.number(seed, "seed", integer=True)
+        labels, guidance = label_guidance(pipe, label, guidance, 1)
+        before = image
+        if noise > 0:  # a stand-in for an attack: Gaussian noise of std `noise` (pixels in [-1, 1])
+            rng = np.random.default_rng(seed)
+            before = np.clip(image.astype(np.float64) + noise * 127.5 * rng.standard_normal(image.shape), 0, 255)
+            before = before.round().astype(np.uint8)
+        res = pipe.purify(before, strength, sampler=sampler, steps=steps, grid=grid_choice(grid), seed=seed,
+                          labels=labels, guidance=guidance)
+        after = res.images[0]
+        side = np.concatenate([before, np.full((before.shape[0], 2, 3), 255, np.uint8), after], axis=1)
+        gallery = [(before, "before" + (f" (input + noise {noise:g})" if noise > 0 else "")), (after, "after"),
+                   (side, "before | after")]
+        info = (f"{note}. Purified at strength {strength:g} (t = {pipe.strength_time(strength):.4g}): {res.sampler}, "
+                f"{res.steps} steps, NFE {res.nfe}, {res.seconds:.2f} s.")
+        return self._results(gallery, info, side, "purify")
+
+    @user_errors
+    def interpolate(self, model, editor, other, mode, sampler, steps, grid, seed_a, seed_b, frames, label,
+                    guidance) -> dict:
+        pipe, sampler = self.shared.pipe_sampler(model, sampler)
+        mode = V.choice(mode, "interpolation mode", ["seeds", "images"])
+        steps = V.number(steps, "steps", integer=True)
+        frames = V.number(frames, "frames", integer=True)
+        seeds = (V.number(seed_a, "seed", integer=True), V.number(seed_b, "seed", integer=True))
+        labels, guidance = label_guidance(pipe, label, guidance, 1)
+        label = None if labels is None else labels[0]
+        note = ""
+        images = None
+        if mode == "images":
+            a, note_a = _edit_image(pipe, editor)
+            b, note_b = V.model_image(other, pipe.image_shape[1], "second image")
+            images, note = np.stack([a, b]), f"{note_a}; {note_b}. "
+        res = pipe.interpolate(frames, seeds=seeds, images=images, sampler=sampler, steps=steps,
+                               grid=grid_choice(grid), label=label, guidance=guidance)
+        strip = image_grid(res.images, nrow=frames)
+        what = f"seeds {seeds[0]} -> {seeds[1]}" if images is None else "the two images (ODE-inverted latents)"
+        info = (f"{note}{frames} frames between {what}: slerp, {res.sampler}, {res.steps} steps, NFE {res.nfe}, "
+                f"{res.seconds:.2f} s.")
+        gallery = [(strip, "strip")] + [(img, f"frame {i}") for i, img in enumerate(res.images)]
+        return self._results(gallery, info, strip, "interpolate")
+
+
+def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
+    """Lay out the Edit tab (inside the app's gr.Tabs) and register its events."""
+    tab = Edit(shared)
+    usable, d = pipe0.samplers(), pipe0.defaults()
+    with gr.Tab("Edit", id="edit"):
+        gr.Markdown("Upload an image (any size: it is center-cropped and resized to 32x32) or send one "
+                    "from Generate. For inpainting, paint over the part to fill in.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                tab.image = CheckedEditor(label="image (paint the mask for inpainting)", height=360,
+                                          type="filepath", format="png", sources=["upload", "clipboard"],
+                                          elem_classes="pixelated",
+                                          brush=gr.Brush(default_size=12, colors=["#ff00ff"], color_mode="fixed"))
+                tab.sampler = gr.Dropdown(usable, value=d["sampler"], label="sampler", allow_custom_value=True)
+                with gr.Row():
+                    tab.steps = CheckedSlider(1, 200, value=18, step=1, label="steps")
+                    tab.grid = grid_dropdown()
+                with gr.Row():
+                    tab.seed = gr.Number(0, precision=0, label="seed")
+                    tab.n = CheckedSlider(1, 16, value=4, step=1, label="results")
+                tab.label = label_dropdown()
+                tab.guidance = CheckedSlider(0, 10, value=1.0, step=0.1, label="guidance scale")
+            with gr.Column(scale=1):
+                with gr.Tab("Inpaint"):
+                    levels = CheckedSlider(2, 200, value=30, step=1, label="noise levels")
+                    per_level = CheckedSlider(1, 20, value=3, step=1, label="Langevin steps per level")
+                    inpaint = gr.Button("Inpaint", variant="primary")
+                with gr.Tab("SDEdit"):
+                    s_strength = CheckedSlider(0, 1, value=0.5, step=0.01,
+                                               label="strength (0: keep the image, 1: ignore it)")
+                    sdedit = gr.Button("SDEdit", variant="primary")
+                with gr.Tab("Purify"):
+                    p_strength = CheckedSlider(0.01, 0.6, value=0.3, step=0.01, label="purification strength")
+                    noise = CheckedSlider(0, 1, value=0.1, step=0.01,
+                                          label="first add Gaussian noise of this std (a stand-in attack)")
+                    purify = gr.Button("Purify", variant="primary")
+                with gr.Tab("Interpolate"):
+                    mode = gr.Radio(["seeds", "images"], value="seeds", label="between")
+                    with gr.Row():
+                        seed_a = gr.Number(0, precision=0, label="seed A")
+                        seed_b = gr.Number(1, precision=0, label="seed B")
+                    other = CheckedImage(label="second image (the first is the image above)", type="filepath",
+                                         format="png", image_mode=None, sources=["upload", "clipboard"], height=160)
+                    frames = CheckedSlider(2, 32, value=8, step=1, label="frames")
+                    interpolate = gr.Button("Interpolate", variant="primary")
+                tab.info = gr.Markdown()
+                tab.gallery = gr.Gallery(label="results", format="png", columns=6, height="auto",
+                                         elem_classes="pixelated")
+                tab.file = gr.File(label="PNG")
+
+    sampling = [tab.sampler, tab.steps, tab.grid]
+    label = [tab.label, tab.guidance]
+    outputs = [tab.gallery, tab.info, tab.file]
+    inpaint.click(tab.inpaint, [model, tab.image, tab.n, tab.seed, levels, per_level, *label], outputs,
+                  api_name="inpaint", **HEAVY)
+    sdedit.click(tab.sdedit, [model, tab.image, *sampling, s_strength, tab.n, tab.seed, *label], outputs,
+                 api_name="sdedit", **HEAVY)
+    purify.click(tab.purify, [model, tab.image, *sampling, p_strength, noise, tab.seed, *label], outputs,
+                 api_name="purify", **HEAVY)
+    interpolate.click(tab.interpolate, [model, tab.image, other, mode, *sampling, seed_a, seed_b, frames, *label],
+                      outputs, api_name="interpolate", **HEAVY)
+    return tab
