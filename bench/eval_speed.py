@@ -24,7 +24,6 @@ skipped, with the reason. Runs on the GPU when CUDA is available. Timings share 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from common import format_table, synchronize  # bench/common.py
+from genstudio.atomic import write_json
 from genstudio.classifier import CifarResNet, default_classifier_path, save_classifier
 from genstudio.data import DataError, load_images
 from genstudio.metrics import Evaluator, default_reference
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         report = {"device": device, "threads": torch.get_num_threads(), "batch_size": args.batch_size, "n": args.n,
                   "images": what, "torch": torch.__version__, "results": rows, "notes": notes}
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.out, report)
     return 0
 
 

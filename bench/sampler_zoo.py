@@ -62,6 +62,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import samplers  # noqa: E402
+from genstudio.atomic import write_text  # noqa: E402
 from genstudio.images import to_uint8  # noqa: E402
 from genstudio.model import Guided  # noqa: E402
 from genstudio.noise import generators, randn_like  # noqa: E402
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                "seed": args.seed, "guidance": args.guidance, "steps": args.steps, "samplers": args.samplers,
                "reference": ref, "torch": torch.__version__, "results": report["rows"], "overhead": overhead,
                "nfe_mismatches": nfe_mismatches(report["rows"])}
-        args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
+        write_text(args.out, json.dumps(out, indent=1, default=str) + "\n")
     return 0
 
 

@@ -24,7 +24,6 @@ machine with whatever else runs on it: for stable numbers run it on an otherwise
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import format_table, synchronize  # bench/common.py
+from genstudio.atomic import write_json
 from genstudio.config import Config, config_from_dict
 from genstudio.data import load_images
 from genstudio.objectives import objective_from_config
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         report = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
                   "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__, "results": rows}
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.out, report)
     return 0
 
 

@@ -20,6 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .atomic import atomic_write
+
 __all__ = ["CifarResNet", "save_classifier", "load_classifier", "read_classifier_meta", "weights_hash",
            "default_classifier_path", "ClassifierError"]
 
@@ -98,10 +100,7 @@ def save_classifier(model: CifarResNet, path: str | Path, meta: dict[str, Any] |
             v = v.to(dtype)
         tensors[k] = v.contiguous()
     header = {"format": FORMAT, "config": json.dumps(model.config), "meta": json.dumps(meta or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def read_classifier_meta(path: str | Path) -> dict[str, Any]:

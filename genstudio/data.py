@@ -10,7 +10,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_write, write_json
 
 __all__ = [
     "ImageSet",
@@ -339,19 +340,6 @@ def _read_cache(cache: Path, key: str, image_size: int) -> ImageSet | None:
         return None
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside path, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_cache(cache: Path, result: ImageSet, *, source: str, image_size: int, split: str) -> None:
     """Store result under cache/decoded/; a failure only warns (the data is still returned)."""
     tensors_path, meta_path = _cache_paths(cache, result.content_hash)
@@ -361,7 +349,7 @@ def _write_cache(cache: Path, result: ImageSet, *, source: str, image_size: int,
     try:
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
         # tensors first, JSON last: a cache entry counts only once both files exist.
-        _atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp, metadata={"key": result.content_hash}))
-        _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+        atomic_write(tensors_path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": result.content_hash}))
+        write_json(meta_path, meta)
     except Exception as e:  # caching is best effort
         warnings.warn(f"could not write data cache under {tensors_path.parent}: {e}", stacklevel=3)

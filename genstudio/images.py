@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import atomic_write
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C), rounded as EDM's generate.py does."""
@@ -28,7 +30,8 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 (H, W, C) image as a PNG, atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path, format="PNG")
-    return path
+    im = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    return atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))

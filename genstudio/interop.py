@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, atomic_folder
+from .atomic import atomic_folder
+from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointError
 from .model import Model
 from .networks import UNetBackbone
 from .paths import VPDiscretePath

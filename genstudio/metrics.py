@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import atomic_folder, write_json
+from .atomic import atomic_folder, write_json
 from .data import DataError, ImageSet, default_cache_dir, load_images, to_model_range
 from .metrics_extractors import Extractor, MetricsError, make_extractor
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +11,8 @@ from typing import Any
 import torch
 
 from .api import Pipeline
-from .checkpoint import atomic_folder, load_model, read_jsonl, write_json
+from .atomic import atomic_folder, atomic_write, read_jsonl, write_json
+from .checkpoint import load_model
 from .images import image_grid, save_png
 
 
@@ -86,8 +86,7 @@ def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str |
     metrics["scores"] = sorted(records, key=lambda x: (str(x["sampler"]), x["nfe"] or 0, x["guidance"] or 0))
     write_json(path, metrics)
     if plot is not None:
-        shutil.copyfile(plot, folder / "fid_vs_nfe.png.tmp")
-        os.replace(folder / "fid_vs_nfe.png.tmp", folder / "fid_vs_nfe.png")
+        atomic_write(folder / "fid_vs_nfe.png", lambda tmp: shutil.copyfile(plot, tmp))
     return path
 
 

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ from torch import Tensor
 
 from samplers.run import prior, run_sampler
 
-from .checkpoint import fsync_tree, write_json
+from .atomic import atomic_write, write_json
 from .model import Guided
 from .pairs import (MANIFEST, MANIFEST_KEYS, PAIRS_KIND, PAIRS_VERSION, load_pairs, num_shards,  # noqa: F401
                     pair_noise, pairs_complete, read_manifest, shard_name)  # load_pairs: reflow's public API
@@ -130,12 +128,7 @@ def _write_shard(path: Path, tensors: dict[str, Tensor]) -> None:
     """Write a shard atomically: a temporary file beside it, flushed, then one rename."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
-    save_file(tensors, str(tmp), metadata={"kind": PAIRS_KIND})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_tree(path.parent, files=False)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"kind": PAIRS_KIND}))
 
 
 def _shard_labels(labels, start: int, stop: int, num_classes: int) -> Tensor:

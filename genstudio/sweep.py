@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .checkpoint import write_json
+from .atomic import atomic_write, write_json
 from .metrics import VOLATILE, Evaluator, _pop_evaluator_kwargs
 
 __all__ = ["sweep", "plot_sweep", "TABLE", "PLOT"]
@@ -105,8 +105,8 @@ def plot_sweep(table: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return path

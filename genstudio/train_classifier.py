@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .atomic import atomic_write
 from .classifier import ClassifierError, CifarResNet, load_classifier, save_classifier, weights_hash
 from .data import DataError, load_images
 from .data import to_model_range as to_input
@@ -88,12 +89,9 @@ SOFT_TARGETS_FORMAT = "genstudio-soft-targets/1"
 
 def save_soft_targets(path: str | Path, probs: Tensor, teacher_hash: str, train_hash: str) -> Path:
     """Write a teacher's soft targets (N, classes) with the hashes of the teacher and the training images."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"probs": probs.float().cpu().contiguous()}, str(tmp),
-              metadata={"format": SOFT_TARGETS_FORMAT, "teacher": teacher_hash, "train_hash": train_hash})
-    tmp.replace(path)
-    return path
+    tensors = {"probs": probs.float().cpu().contiguous()}
+    meta = {"format": SOFT_TARGETS_FORMAT, "teacher": teacher_hash, "train_hash": train_hash}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_soft_targets(path: str | Path, train_hash: str, n: int) -> tuple[Tensor, str]:

@@ -123,7 +123,7 @@ def test_second_load_uses_cache(folder: Path, cache: Path, tmp_path: Path, monke
         again = load_images(src, cache_dir=cache)
         assert again.content_hash == s.content_hash and again.classes == s.classes
         assert torch.equal(again.images, s.images) and torch.equal(again.labels, s.labels)
-    assert not list((cache / "decoded").glob("*.tmp"))
+    assert not list((cache / "decoded").glob(".tmp-*"))  # no temporary file of an atomic write left behind
 
 
 def test_broken_cache_is_rebuilt(folder: Path, cache: Path) -> None:
