@@ -3,7 +3,7 @@
     python bench/eval_speed.py                                   # 10k images, c10 and (if its weights exist) inception
     OMP_NUM_THREADS=1 python bench/eval_speed.py --n 500 --threads 1 --extractors c10 --out speed.json
 
-The images are the offline CIFAR-10 test split (../shared/data/cifar10/test.tar.gz, first n of a seeded
+The images are the offline CIFAR-10 test split ($GENSTUDIO_DATA/cifar10/test.tar.gz, first n of a seeded
 permutation) when present, else smooth random images; the reference is the same n images, held in memory.
 For each extractor, in the same process:
 

@@ -7,12 +7,13 @@
 #   bash checkpoints/classifier_on_gpu.sh OUT_DIR       (from the repository root)
 #
 # OUT_DIR receives the trained weights, the logs and a copy of each checkpoint's updated metrics.json.
-# Knobs (environment): DATA (folder with train.tar.gz and test.tar.gz), CLF_ARGS (train_classifier options,
-# e.g. `--time-budget 260` to fit the epochs to a lease), CKPTS (the checkpoints to rescore, in order),
-# RESCORE_LIMIT (seconds; rescore stops there, every record finished so far is kept).
+# Knobs (environment): DATA (folder with train.tar.gz and test.tar.gz; default $GENSTUDIO_DATA/cifar10),
+# CLF_ARGS (train_classifier options, e.g. `--time-budget 260` to fit the epochs to a lease), CKPTS (the
+# checkpoints to rescore, in order), RESCORE_LIMIT (seconds; rescore stops there, every record finished so
+# far is kept).
 set -euo pipefail
 OUT=${1:?usage: classifier_on_gpu.sh OUT_DIR}
-DATA=${DATA:-../shared/data/cifar10}
+DATA=${DATA:-${GENSTUDIO_DATA:?"set GENSTUDIO_DATA=/path/to/data (the folder holding cifar10/), or DATA=/path/to/cifar10"}/cifar10}
 CLF_ARGS=${CLF_ARGS:-}  # train_classifier's defaults are the shipped classifier's recipe
 SHIPPED=checkpoints/cifar10_classifier/classifier.safetensors
 mkdir -p "$OUT"

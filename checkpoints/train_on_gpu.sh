@@ -6,11 +6,12 @@
 #   bash checkpoints/train_on_gpu.sh OUT_DIR       (from the repository root)
 #
 # Then, on any machine:  genstudio export runs/<name> --to checkpoints/<name>  (after unpacking OUT_DIR/<name>.tar
-# into runs/). Knobs (environment): DATA (folder with train.tar.gz and test.tar.gz), RUNS, T_EDM, T_ECT, T_LONG
-# (seconds of training), CLF_EPOCHS, EXTRA (config overrides for every run, e.g. for a CPU dry run).
+# into runs/). Knobs (environment): DATA (folder with train.tar.gz and test.tar.gz; default
+# $GENSTUDIO_DATA/cifar10), RUNS, T_EDM, T_ECT, T_LONG (seconds of training), CLF_EPOCHS, EXTRA (config
+# overrides for every run, e.g. for a CPU dry run).
 set -uo pipefail
 OUT=${1:?usage: train_on_gpu.sh OUT_DIR}
-DATA=${DATA:-../shared/data/cifar10}
+DATA=${DATA:-${GENSTUDIO_DATA:?"set GENSTUDIO_DATA=/path/to/data (the folder holding cifar10/), or DATA=/path/to/cifar10"}/cifar10}
 RUNS=${RUNS:-runs}
 T_EDM=${T_EDM:-200}
 T_ECT=${T_ECT:-130}

@@ -166,7 +166,7 @@ def _add_evaluator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
     p.add_argument("--reference", default=None, metavar="SOURCE",
                    help="reference images: cifar10, an image folder or a tar of one (default: the offline "
-                        "CIFAR-10 copy if present, else cifar10)")
+                        "copy $GENSTUDIO_DATA/cifar10/<split>.tar.gz if present, else cifar10)")
     p.add_argument("--split", choices=["train", "test"], default="train", help="the reference split")
     p.add_argument("--reference-n", type=int, default=None, help="score against a fixed subset of the reference")
     p.add_argument("--metrics", default="fid,is,kid", help="comma-separated: fid, is, kid, pr")

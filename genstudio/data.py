@@ -1,5 +1,8 @@
 """Turn a data source (CIFAR-10, an image folder, or a tar of one) into an in-memory uint8 tensor.
 
+The offline CIFAR-10 copy lives wherever $GENSTUDIO_DATA says (a folder holding cifar10/train.tar.gz and
+cifar10/test.tar.gz); configs name it "$GENSTUDIO_DATA/cifar10/train.tar.gz", expanded when loaded.
+
 Decoded images are cached as safetensors + JSON (never pickle) under ``cache_dir/decoded/``,
 keyed by a hash of the source content, the image size and the split.
 """
@@ -9,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import warnings
 import zlib
@@ -30,6 +34,10 @@ __all__ = [
     "to_model_range",
     "random_flip",
     "default_cache_dir",
+    "data_root",
+    "resolve_source",
+    "offline_cifar10",
+    "DATA_ENV",
     "IMAGE_EXTENSIONS",
     "ARCHIVE_SUFFIXES",
 ]
@@ -39,9 +47,13 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 KNOWN_SPLITS = ("train", "test", "val", "valid", "validation")
 CACHE_FORMAT = 1  # bump when decoding changes, so old caches are not reused
 _RESAMPLE = Image.Resampling.LANCZOS
+DATA_ENV = "GENSTUDIO_DATA"  # a folder holding cifar10/train.tar.gz and cifar10/test.tar.gz
+_DATA_VAR = re.compile(r"\$(?:\{GENSTUDIO_DATA\}|GENSTUDIO_DATA(?![A-Za-z0-9_]))")
+_SET_DATA_HINT = (f"export {DATA_ENV}=/path/to/data (the folder holding cifar10/train.tar.gz and "
+                  "cifar10/test.tar.gz)")
 _LOCAL_COPY_HINT = (
     "Point at a local copy instead: a folder with one subfolder per class, or a .tar/.tar.gz of one, "
-    'e.g. data.source = "../shared/data/cifar10/train.tar.gz" in the config, '
+    f'e.g. data.source = "${DATA_ENV}/cifar10/train.tar.gz" in the config (after {_SET_DATA_HINT}), '
     "or --data.source PATH on the command line."
 )
 
@@ -77,6 +89,37 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genstudio"
 
 
+def data_root() -> Path:
+    """The folder named by $GENSTUDIO_DATA (it holds cifar10/train.tar.gz and cifar10/test.tar.gz); a
+    DataError that says how to set it when it is unset."""
+    env = os.environ.get(DATA_ENV, "").strip()
+    if not env:
+        raise DataError(f"${DATA_ENV} is not set: {_SET_DATA_HINT}, or give the data source's path itself")
+    return Path(env).expanduser()
+
+
+def resolve_source(source: str | os.PathLike[str]) -> str:
+    """A data source with $GENSTUDIO_DATA (or ${GENSTUDIO_DATA}) replaced by that folder, so a config or a
+    command line can say "$GENSTUDIO_DATA/cifar10/train.tar.gz"; other sources come back as they are."""
+    text = os.fspath(source)
+    if not _DATA_VAR.search(text):
+        return text
+    try:
+        root = str(data_root())
+    except DataError as e:
+        raise DataError(f"data source {text!r}: {e}") from None
+    return _DATA_VAR.sub(lambda _: root, text)
+
+
+def offline_cifar10(split: str = "train") -> Path | None:
+    """$GENSTUDIO_DATA/cifar10/<split>.tar.gz when the variable is set and the file exists, else None."""
+    try:
+        path = data_root() / "cifar10" / f"{split}.tar.gz"
+    except DataError:
+        return None
+    return path if path.is_file() else None
+
+
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
     """Map uint8 pixels [0, 255] to float32 [-1, 1]."""
     if images_uint8.dtype != torch.uint8:
@@ -101,11 +144,13 @@ def load_images(
     cache_dir: str | Path | None = None,
     download: bool = True,
 ) -> ImageSet:
-    """Load "cifar10", a class-per-subfolder image folder, or a .tar/.tar.gz/.tgz of one."""
+    """Load "cifar10", a class-per-subfolder image folder, or a .tar/.tar.gz/.tgz of one. $GENSTUDIO_DATA in
+    `source` ("$GENSTUDIO_DATA/cifar10/train.tar.gz") is expanded by `resolve_source`."""
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    text = os.fspath(source)
+    given = os.fspath(source)
+    text = resolve_source(given)
     if text.lower() == "cifar10":
         return _load_cifar10(cache, split, image_size, download)
     path = Path(text).expanduser()
@@ -114,7 +159,7 @@ def load_images(
     elif path.is_file() and _is_archive(path):
         kind, fingerprint = "archive", _file_sha256(path)
     else:
-        raise DataError(_unknown_source_message(text, path))
+        raise DataError(_unknown_source_message(text if text == given else f"{given} (= {text})", path))
     key = _cache_key(kind, fingerprint, image_size, split)
     cached = _read_cache(cache, key, image_size)
     if cached is not None:

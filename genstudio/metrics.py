@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_folder, write_json
-from .data import DataError, ImageSet, default_cache_dir, load_images, to_model_range
+from .data import DataError, ImageSet, default_cache_dir, load_images, offline_cifar10, to_model_range
 from .metrics_extractors import Extractor, MetricsError, make_extractor
 
 __all__ = ["evaluate", "evaluate_images", "Evaluator", "default_reference", "metrics_from_features",
@@ -49,10 +49,10 @@ SAMPLE_KEYS = ("checkpoint", "sampler", "steps", "grid", "guidance", "sampler_op
 
 
 def default_reference(split: str = "train") -> str:
-    """The offline CIFAR-10 copy (../shared/data/cifar10/<split>.tar.gz beside the repository) if present,
-    else "cifar10" (torchvision's download)."""
-    local = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10" / f"{split}.tar.gz"
-    return str(local) if local.is_file() else "cifar10"
+    """The offline CIFAR-10 copy, $GENSTUDIO_DATA/cifar10/<split>.tar.gz, when the variable is set and the file
+    exists, else "cifar10" (torchvision's download)."""
+    local = offline_cifar10(split)
+    return str(local) if local is not None else "cifar10"
 
 
 def checkpoint_hash(folder: str | os.PathLike[str]) -> str:

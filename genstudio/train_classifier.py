@@ -1,7 +1,7 @@
 """Train the CIFAR-10 classifier that the evaluator uses as its offline feature extractor.
 
-    python -m genstudio.train_classifier --train ../shared/data/cifar10/train.tar.gz \
-        --test ../shared/data/cifar10/test.tar.gz --out checkpoints/cifar10_classifier/classifier.safetensors
+    export GENSTUDIO_DATA=/path/to/data   # the folder holding cifar10/train.tar.gz and cifar10/test.tar.gz
+    python -m genstudio.train_classifier --out checkpoints/cifar10_classifier/classifier.safetensors
 
 The recipe is a plain one: SGD with Nesterov momentum, a linear warm-up then linear decay of the
 learning rate, label smoothing, random translations (4 pixels by default), flips and Cutout (done on the
@@ -178,8 +178,10 @@ def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 80, batch
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m genstudio.train_classifier", description=__doc__.split("\n\n")[0])
-    p.add_argument("--train", default="../shared/data/cifar10/train.tar.gz", help="training images (any data source)")
-    p.add_argument("--test", default="../shared/data/cifar10/test.tar.gz", help="test images (any data source)")
+    p.add_argument("--train", default="$GENSTUDIO_DATA/cifar10/train.tar.gz",
+                   help="training images (any data source; $GENSTUDIO_DATA is expanded)")
+    p.add_argument("--test", default="$GENSTUDIO_DATA/cifar10/test.tar.gz",
+                   help="test images (any data source; $GENSTUDIO_DATA is expanded)")
     p.add_argument("--out", default="checkpoints/cifar10_classifier/classifier.safetensors")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=512)

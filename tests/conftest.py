@@ -9,6 +9,7 @@ from PIL import Image
 # avoids oversubscription.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("GENSTUDIO_DATA", os.path.abspath(os.path.join(__file__, "..", "..", "..", "shared", "data")))
 
 MICRO_UNET = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
               "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}

@@ -233,3 +233,33 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert data.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("GENSTUDIO_CACHE")
     assert data.default_cache_dir() == Path.home() / ".cache" / "genstudio"
+
+
+def test_genstudio_data_is_expanded_in_a_source(folder: Path, cache: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    (root / "cifar10").mkdir(parents=True)
+    make_tar(folder, root / "cifar10" / "train.tar.gz")
+    monkeypatch.setenv("GENSTUDIO_DATA", str(root))
+    assert data.data_root() == root
+    for text in ("$GENSTUDIO_DATA/cifar10/train.tar.gz", "${GENSTUDIO_DATA}/cifar10/train.tar.gz"):
+        assert data.resolve_source(text) == str(root / "cifar10" / "train.tar.gz")
+    for text in ("cifar10", "runs/pairs", "$GENSTUDIO_DATAX/a", "$HOME/x"):  # not ours: left as they are
+        assert data.resolve_source(text) == text
+    s = load_images("$GENSTUDIO_DATA/cifar10/train.tar.gz", cache_dir=cache)
+    assert torch.equal(s.images, load_images(folder, cache_dir=cache).images)
+    assert data.offline_cifar10("train") == root / "cifar10" / "train.tar.gz"
+    assert data.offline_cifar10("test") is None  # not there
+    with pytest.raises(DataError, match=r"\(= .*missing\.tar\.gz\)"):  # a missing file names both spellings
+        load_images("$GENSTUDIO_DATA/missing.tar.gz", cache_dir=cache)
+
+
+def test_unset_genstudio_data_says_how_to_set_it(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GENSTUDIO_DATA", raising=False)
+    with pytest.raises(DataError, match=r"GENSTUDIO_DATA is not set: export GENSTUDIO_DATA=/path/to/data") as e:
+        load_images("$GENSTUDIO_DATA/cifar10/train.tar.gz", cache_dir=cache)
+    assert "cifar10/train.tar.gz" in str(e.value)
+    assert data.offline_cifar10() is None
+    monkeypatch.setenv("GENSTUDIO_DATA", "")
+    with pytest.raises(DataError, match="not set"):
+        data.data_root()

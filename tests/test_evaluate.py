@@ -17,8 +17,8 @@ from genstudio.api import Pipeline
 from genstudio.checkpoint import export_model
 from genstudio.classifier import CifarResNet, save_classifier
 from genstudio.config import config_from_dict
-from genstudio.data import load_images
-from genstudio.metrics import Evaluator, evaluate_images
+from genstudio.data import load_images, offline_cifar10
+from genstudio.metrics import Evaluator, default_reference, evaluate_images
 from genstudio.metrics_extractors import InceptionWeightsError
 from genstudio.sweep import sweep
 from genstudio.train import build_model
@@ -27,7 +27,8 @@ from .conftest import make_toy_folder, toy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
+NO_CIFAR = ("no offline CIFAR-10 copy: set GENSTUDIO_DATA to the folder holding cifar10/train.tar.gz and "
+            "cifar10/test.tar.gz")
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -364,13 +365,26 @@ def test_cli_eval_and_sweep(toy_checkpoint, classifier, toy_data, tmp_path, caps
 
 
 @pytest.mark.skipif(not SHIPPED_CLASSIFIER.is_file(), reason="the shipped classifier is not trained yet")
-@pytest.mark.skipif(not (CIFAR / "train.tar.gz").is_file(), reason="no offline CIFAR-10 copy")
 def test_classifier_fid_train_vs_test_is_small_against_train_vs_noise(tmp_path):
-    test = load_images(CIFAR / "test.tar.gz", split="test")  # decoded once into the user's data cache
+    train, test = offline_cifar10("train"), offline_cifar10("test")
+    if train is None or test is None:
+        pytest.skip(NO_CIFAR)
+    test = load_images(test, split="test")  # decoded once into the user's data cache
     test_images = test.images[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:1000]]
     noise = torch.randint(0, 256, (1000, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    ev = Evaluator(reference=load_images(CIFAR / "train.tar.gz"), reference_n=1000, metrics=("fid",),
+    ev = Evaluator(reference=load_images(train), reference_n=1000, metrics=("fid",),
                    cache_dir=tmp_path, progress=False)
     fid_test, fid_noise = (ev.score_images(x)["metrics"]["fid"] for x in (test_images, noise))
     print(f"c10 classifier FID, 1000 train vs 1000 test: {fid_test:.3g}; train vs uniform noise: {fid_noise:.3g}")
     assert fid_test < 0.05 * fid_noise
+
+
+def test_the_default_reference_is_the_offline_copy_under_genstudio_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENSTUDIO_DATA", str(tmp_path))
+    assert default_reference("train") == "cifar10"  # set, but no copy there: torchvision's
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "test.tar.gz").write_bytes(b"")
+    assert default_reference("test") == str(tmp_path / "cifar10" / "test.tar.gz")
+    assert default_reference("train") == "cifar10"
+    monkeypatch.delenv("GENSTUDIO_DATA")
+    assert default_reference("test") == "cifar10"

@@ -1,5 +1,6 @@
 """The shipped checkpoints load, describe themselves and sample."""
 import json
+import os
 
 import numpy as np
 
@@ -48,17 +49,16 @@ def test_recorded_scores_name_their_extractor():
 
 
 def test_shipped_classifier_classifies_the_offline_test_split():
-    from pathlib import Path
-
     import pytest
     import torch
 
     from genstudio.classifier import default_classifier_path, load_classifier, read_classifier_meta
-    from genstudio.data import load_images, to_model_range
+    from genstudio.data import load_images, offline_cifar10, to_model_range
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test.tar.gz"
-    if not data.is_file():
-        pytest.skip(f"the offline CIFAR-10 copy is not at {data}")
+    data = offline_cifar10("test")
+    if data is None:
+        pytest.skip("no offline CIFAR-10 copy: set GENSTUDIO_DATA to the folder holding cifar10/test.tar.gz "
+                    f"(GENSTUDIO_DATA={os.environ.get('GENSTUDIO_DATA')!r})")
     meta = read_classifier_meta(default_classifier_path())
     test = load_images(data, split="test")
     keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:500]
