@@ -33,10 +33,10 @@ import torch
 
 from common import format_table, synchronize  # bench/common.py
 from genstudio.atomic import write_json
-from genstudio.classifier import CifarResNet, default_classifier_path, save_classifier
 from genstudio.data import DataError, load_images
-from genstudio.metrics import Evaluator, default_reference
-from genstudio.metrics_extractors import InceptionWeightsError, inception_weights_path
+from genstudio.evaluation.classifier import CifarResNet, default_classifier_path, save_classifier
+from genstudio.evaluation.extractors import InceptionWeightsError, inception_weights_path
+from genstudio.evaluation.metrics import Evaluator, default_reference
 
 COLUMNS = ("extractor", "features", "weights", "n", "raw_s", "reference_s", "score_s", "score_img_s", "ratio")
 

@@ -20,11 +20,11 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
 # shellcheck disable=SC2086
-python -m genstudio.train_classifier --train "$DATA/train.tar.gz" --test "$DATA/test.tar.gz" $CLF_ARGS \
+python -m genstudio.evaluation.train_classifier --train "$DATA/train.tar.gz" --test "$DATA/test.tar.gz" $CLF_ARGS \
   --out "$OUT/classifier.safetensors" 2>&1 | tee "$OUT/classifier.log"
 python - "$OUT/classifier.safetensors" "$SHIPPED" <<'PY' || { echo "kept the shipped classifier"; exit 0; }
 import shutil, sys
-from genstudio.classifier import read_classifier_meta
+from genstudio.evaluation.classifier import read_classifier_meta
 new, shipped = (read_classifier_meta(p)["test_accuracy"] for p in sys.argv[1:])
 print(f"new classifier {100 * new:.2f}%, shipped {100 * shipped:.2f}% (flip-averaged, offline test split)")
 if new <= shipped:

@@ -34,7 +34,7 @@ train() {  # train NAME SECONDS [overrides...]
   echo "[$name: exit $? at $(( $(date +%s) - start )) s]" >> "$OUT/$name.log"
 }
 
-timeout -s KILL 360 python -m genstudio.train_classifier --train "$DATA/train.tar.gz" --test "$DATA/test.tar.gz" \
+timeout -s KILL 360 python -m genstudio.evaluation.train_classifier --train "$DATA/train.tar.gz" --test "$DATA/test.tar.gz" \
   --epochs "$CLF_EPOCHS" --time-budget 290 ${CLF_ARGS:-} --out "$OUT/classifier.safetensors" \
   > "$OUT/classifier.log" 2>&1 &
 (train edm_small_cifar10 "$T_EDM"; train ect_cifar10 "$T_ECT" --train.init_from "$RUNS/edm_small_cifar10" --objective.options.double_every 300) &

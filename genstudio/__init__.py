@@ -12,8 +12,9 @@ def load(path, device=None, dtype=None):
 
 
 def evaluate(checkpoint=None, **kwargs):
-    """FID/IS/KID/precision-recall of a checkpoint's samples, with their protocol (see genstudio.metrics.evaluate)."""
-    from .metrics import evaluate as _evaluate
+    """FID/IS/KID/precision-recall of a checkpoint's samples, with their protocol (see
+    genstudio.evaluation.metrics.evaluate)."""
+    from .evaluation.metrics import evaluate as _evaluate
 
     return _evaluate(checkpoint, **kwargs)
 

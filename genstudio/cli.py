@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from .evaluation.options import add_arguments, from_args  # standard library only: no torch at start-up
+
 
 def _checkpoint_arg(value: str | None) -> Path:
     from .api import default_checkpoint
@@ -79,14 +81,6 @@ def _sampler_options(items: list[str]) -> dict:
     return options
 
 
-def _evaluator_kwargs(args: argparse.Namespace) -> dict:
-    return dict(extractor=args.extractor, reference=args.reference, split=args.split, reference_n=args.reference_n,
-                metrics=[m for m in args.metrics.split(",") if m], batch_size=args.batch_size,
-                classifier=args.classifier, inception_weights=args.inception_weights, device=args.device,
-                cache_dir=args.cache_dir, progress=not args.no_progress, precision=args.precision,
-                feature_precision=args.feature_precision, sample_cache=args.sample_cache)
-
-
 def _print_scores(result: dict) -> None:
     for key, value in result["metrics"].items():
         print(f"{result['labels'].get(key, key)}: {value:.6g}")
@@ -95,12 +89,12 @@ def _print_scores(result: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .metrics import evaluate, evaluate_images
+    from .evaluation.metrics import evaluate, evaluate_images
 
     if args.record and args.images is not None:
         raise ValueError("--record writes a checkpoint's scores; it does not apply to --images")
     if args.images is not None:
-        result = evaluate_images(args.images, images_split=args.images_split, out=args.out, **_evaluator_kwargs(args))
+        result = evaluate_images(args.images, images_split=args.images_split, out=args.out, **from_args(args))
     else:
         labels = None if args.labels is None else [int(v) for v in args.labels.split(",")]
         if labels is not None and len(labels) == 1:
@@ -108,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         options = _sampler_options(args.option) or None
         result = evaluate(_checkpoint_arg(args.checkpoint), sampler=args.sampler, steps=args.steps, n=args.n,
                           seed=args.seed, labels=labels, guidance=args.guidance, grid=args.grid,
-                          sampler_options=options, out=args.out, **_evaluator_kwargs(args))
+                          sampler_options=options, out=args.out, **from_args(args))
     _print_scores(result)
     proto = result["protocol"]
     what = (f"{proto['sampler']}, {proto['steps']} steps, NFE {proto['nfe']}, guidance {proto['guidance']}"
@@ -117,27 +111,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{proto['n']} images ({what}){quick} against {(proto['reference'] or {}).get('source')} "
           f"[{args.split}]; {proto['wall_seconds']:.1f} s" + (f" -> {args.out}" if args.out else ""))
     if args.record:
-        from .publish import record_scores
+        from .evaluation.records import record_scores
 
         print(f"recorded in {record_scores(_checkpoint_arg(args.checkpoint), [result])}")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import PLOT, TABLE, sweep
+    from .evaluation.sweep import PLOT, TABLE, sweep
 
     steps = [int(v) for v in args.steps.split(",") if v]
     samplers = [v for v in args.samplers.split(",") if v]
     table = sweep(_checkpoint_arg(args.checkpoint), samplers, steps, args.out, n=args.n, seed=args.seed,
-                  guidance=args.guidance, **_evaluator_kwargs(args))
+                  guidance=args.guidance, **from_args(args))
     for c in sorted(table["cells"], key=lambda c: (c["sampler"], c["nfe"])):
         print(f"{c['sampler']:>16} steps {c['steps']:>4} NFE {c['nfe']:>5}  {table['fid_label']}: "
               f"{c['metrics']['fid']:.4g}")
     print(f"{len(table['computed'])} cells computed, {len(table['kept'])} kept from before -> "
           f"{Path(args.out) / TABLE}, {Path(args.out) / PLOT}")
     if args.record:
-        from .metrics import checkpoint_hash
-        from .publish import record_scores
+        from .evaluation.metrics import checkpoint_hash
+        from .evaluation.records import record_scores
 
         ckpt = _checkpoint_arg(args.checkpoint)
         mine = [c for c in table["cells"] if c["protocol"]["checkpoint"]["sha256"] == checkpoint_hash(ckpt)]
@@ -145,12 +139,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+RESCORE_OPTIONS = ("classifier", "cache_dir", "device", "progress")  # the evaluator options rescore takes as flags
+
+
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from .publish import rescore
+    from .evaluation.records import rescore
 
     for folder in args.checkpoints:
-        counts = rescore(folder, classifier=args.classifier, drop_quick=args.drop_quick, reference=args.reference,
-                         device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress,
+        counts = rescore(folder, drop_quick=args.drop_quick, reference=args.reference,
+                         **from_args(args, RESCORE_OPTIONS),
                          **({"batch_size": args.batch_size} if args.batch_size else {}))
         print(f"{folder}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
@@ -159,30 +156,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def _add_evaluator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true",
                    help="also add the scores (with their protocol) to the checkpoint's metrics.json")
-    p.add_argument("--extractor", choices=["c10", "inception"], default="c10",
-                   help="c10: the project's CIFAR-10 classifier (offline, fast); inception: Inception-v3 (papers)")
-    p.add_argument("--inception-weights", default=None, metavar="PATH",
-                   help="local Inception-v3 weights (torch-fidelity's .pth, or .safetensors); default: download")
-    p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
-    p.add_argument("--reference", default=None, metavar="SOURCE",
-                   help="reference images: cifar10, an image folder or a tar of one (default: the offline "
-                        "copy $GENSTUDIO_DATA/cifar10/<split>.tar.gz if present, else cifar10)")
-    p.add_argument("--split", choices=["train", "test"], default="train", help="the reference split")
-    p.add_argument("--reference-n", type=int, default=None, help="score against a fixed subset of the reference")
-    p.add_argument("--metrics", default="fid,is,kid", help="comma-separated: fid, is, kid, pr")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--cache-dir", default=None,
-                   help="reference features and kept samples (default: $GENSTUDIO_CACHE or ~/.cache/genstudio)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="sampling precision; bf16 autocast is about 2x faster on GPUs and on CPUs with AMX")
-    p.add_argument("--feature-precision", choices=["fp32", "bf16"], default="fp32",
-                   help="c10 features under bf16 autocast: about 3.5x faster on CPUs with AMX, features within "
-                        "~0.4%% of fp32; marked in the protocol (a different protocol from fp32)")
-    p.add_argument("--sample-cache", action="store_true",
-                   help="keep the generated images in the cache and reuse them when the same samples are scored "
-                        "again (e.g. with another classifier): 3 KB per image")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_arguments(p)  # one flag per evaluator option (genstudio.evaluation.options.EvaluatorOptions)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,14 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("rescore", help="re-measure a checkpoint's recorded c10 scores after the classifier changed "
                                        "(same protocols; samples read back from the sample cache when kept)")
     p.add_argument("checkpoints", nargs="+", help="checkpoint folders whose metrics.json to bring up to date")
-    p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
     p.add_argument("--drop-quick", action="store_true", help="remove stale quick records instead of re-measuring")
     p.add_argument("--reference", default=None, metavar="SOURCE",
                    help="read the reference images from here instead of the recorded source (same content hash)")
-    p.add_argument("--cache-dir", default=None, help="as for eval (reference features and kept samples)")
     p.add_argument("--batch-size", type=int, default=None, help="default: each record's own")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_arguments(p, RESCORE_OPTIONS)
     p.set_defaults(fn=cmd_rescore)
 
     args = parser.parse_args(argv)

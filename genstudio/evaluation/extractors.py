@@ -4,7 +4,7 @@
   with (Heusel et al. 2017; Salimans et al. 2016). Its weights come from a local file
   (`--inception-weights PATH`) or torch-fidelity's download into torch hub's cache; they are read with
   `torch.load(weights_only=True)` (or safetensors), never unpickled as code.
-- `genstudio-c10`: this project's CIFAR-10 classifier (genstudio.classifier): FID/KID/precision-recall on
+- `genstudio-c10`: this project's CIFAR-10 classifier (genstudio.evaluation.classifier): FID/KID/precision-recall on
   its penultimate features (512-d for the shipped network), IS on its logits. Offline and fast on a CPU; its numbers are labeled
   "c10 classifier" and are not comparable with Inception numbers.
 
@@ -23,8 +23,8 @@ from torch import Tensor
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from ..data import to_model_range
 from .classifier import ClassifierError, default_classifier_path, load_classifier, weights_hash
-from .data import to_model_range
 
 __all__ = ["C10_NAME", "INCEPTION_NAME", "EXTRACTORS", "MetricsError", "InceptionWeightsError",
            "C10FeatureExtractor", "Extractor", "make_extractor", "inception_weights_path", "file_sha256"]

@@ -1,4 +1,5 @@
-"""The evaluator (genstudio.metrics, genstudio.sweep): offline, CPU, tiny models and random-init extractors."""
+"""The evaluator (genstudio.evaluation.metrics, .sweep, .records): offline, CPU, tiny models and random-init
+extractors."""
 from __future__ import annotations
 
 import json
@@ -12,20 +13,21 @@ import torch
 from PIL import Image
 
 import genstudio
-from genstudio import cli, metrics_extractors
+from genstudio import cli
 from genstudio.api import Pipeline
 from genstudio.checkpoint import export_model
-from genstudio.classifier import CifarResNet, save_classifier
 from genstudio.config import config_from_dict
 from genstudio.data import load_images, offline_cifar10
-from genstudio.metrics import Evaluator, default_reference, evaluate_images
-from genstudio.metrics_extractors import InceptionWeightsError
-from genstudio.sweep import sweep
+from genstudio.evaluation import extractors as metrics_extractors
+from genstudio.evaluation.classifier import CifarResNet, save_classifier
+from genstudio.evaluation.extractors import InceptionWeightsError
+from genstudio.evaluation.metrics import Evaluator, MetricsError, default_reference, evaluate_images
+from genstudio.evaluation.sweep import sweep
 from genstudio.train import build_model
 
-from .conftest import make_toy_folder, toy_config
+from ..conftest import make_toy_folder, toy_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
 NO_CIFAR = ("no offline CIFAR-10 copy: set GENSTUDIO_DATA to the folder holding cifar10/train.tar.gz and "
             "cifar10/test.tar.gz")
@@ -139,7 +141,7 @@ def test_bf16_c10_features_are_marked_close_to_fp32_and_cached_apart(classifier,
     assert bf16["metrics"]["fid"] != fp32["metrics"]["fid"]  # really computed in bfloat16
     assert bf16["metrics"]["fid"] == pytest.approx(fp32["metrics"]["fid"], rel=0.05)
     assert bf16["metrics"]["is_mean"] == pytest.approx(fp32["metrics"]["is_mean"], rel=0.05)
-    with pytest.raises(genstudio.metrics.MetricsError, match="c10 extractor only"):
+    with pytest.raises(MetricsError, match="c10 extractor only"):
         evaluate_images(a, extractor="inception", feature_precision="bf16", **kw)
 
 
@@ -237,8 +239,8 @@ def test_rescore_brings_stale_records_up_to_date_reusing_kept_samples(toy_checkp
                                                                       tmp_path, monkeypatch, capsys):
     """After the classifier changes, `rescore` re-measures each stale record under its own protocol (kept
     samples are read back, others sampled again), leaves other models' records alone, and is idempotent."""
-    from genstudio.classifier import weights_hash
-    from genstudio.publish import record_scores, rescore
+    from genstudio.evaluation.classifier import weights_hash
+    from genstudio.evaluation.records import record_scores, rescore
 
     kw = dict(n=10, batch_size=4, reference=toy_data, cache_dir=tmp_path / "cache", metrics=("fid", "is"),
               progress=False)
@@ -273,7 +275,7 @@ def test_rescore_brings_stale_records_up_to_date_reusing_kept_samples(toy_checkp
     assert by_steps[2]["protocol"]["reference"]["content_hash"] == kept["protocol"]["reference"]["content_hash"]
     assert rescore(toy_checkpoint, classifier=newer, **opts) == {"rescored": 0, "dropped": 0, "current": 2, "left": 1}
     before = (toy_checkpoint / "metrics.json").read_text()
-    with pytest.raises(genstudio.metrics.MetricsError, match="not the recorded one"):  # other reference images
+    with pytest.raises(MetricsError, match="not the recorded one"):  # other reference images
         rescore(toy_checkpoint, classifier=classifier, reference=str(make_toy_folder(tmp_path / "other", 15)), **opts)
     assert (toy_checkpoint / "metrics.json").read_text() == before
     copy = shutil.copytree(toy_data, tmp_path / "copy")  # the same images elsewhere: the record names the original
@@ -296,7 +298,7 @@ def test_bf16_sampling_is_recorded_and_close_to_fp32(toy_checkpoint, classifier,
     assert bf16["protocol"]["samples"]["reused"] is False  # a different cell: sampled, not read back
     a, b = (np.load(e / "images.npy").astype(int) for e in sorted((tmp_path / "cache" / "eval_samples").iterdir()))
     assert 0 < np.abs(a - b).mean() < 8  # bfloat16 rounding moves pixels a little, not the picture
-    with pytest.raises(genstudio.metrics.MetricsError, match="precision"):
+    with pytest.raises(MetricsError, match="precision"):
         genstudio.evaluate(toy_checkpoint, precision="fp8", **kw)
 
 

@@ -30,20 +30,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .atomic import atomic_folder, write_json
-from .data import DataError, ImageSet, default_cache_dir, load_images, offline_cifar10, to_model_range
-from .metrics_extractors import Extractor, MetricsError, make_extractor
+from ..atomic import atomic_folder, write_json
+from ..data import DataError, ImageSet, default_cache_dir, load_images, offline_cifar10, to_model_range
+from .extractors import Extractor, MetricsError, make_extractor
+from .options import ALL_METRICS, DEFAULT_METRICS, PRECISIONS, EvaluatorOptions, pop_options
 
-__all__ = ["evaluate", "evaluate_images", "Evaluator", "default_reference", "metrics_from_features",
+__all__ = ["evaluate", "evaluate_images", "Evaluator", "EvaluatorOptions", "default_reference", "metrics_from_features",
            "checkpoint_hash", "MetricsError", "ALL_METRICS", "DEFAULT_METRICS", "DEFAULT_N", "PAPER_N"]
 
-ALL_METRICS = ("fid", "is", "kid", "pr")
-DEFAULT_METRICS = ("fid", "is", "kid")
 PAPER_N = 50_000                                 # samples behind published CIFAR-10 FIDs
 DEFAULT_N = {"inception": PAPER_N, "c10": 10_000}
 CACHE_FORMAT = 1
 VOLATILE = ("nfe", "wall_seconds", "generation_seconds", "date", "device", "samples")  # may change in a rerun
-PRECISIONS = ("fp32", "bf16")  # bf16: sampling under bfloat16 autocast (fast on GPUs and on CPUs with AMX)
 SAMPLE_KEYS = ("checkpoint", "sampler", "steps", "grid", "guidance", "sampler_options", "n", "seeds", "labels",
                "precision")  # the cell fields that determine the generated images
 
@@ -166,24 +164,10 @@ def _labels_text(extractor: Extractor) -> dict[str, str]:
 
 
 @dataclass
-class Evaluator:
-    """An extractor, a reference set and metric settings, loaded once and used for many scorings."""
+class Evaluator(EvaluatorOptions):
+    """An extractor, a reference set and metric settings, loaded once and used for many scorings. Its options
+    are the fields of EvaluatorOptions (genstudio.evaluation.options); reference None = default_reference(split)."""
 
-    extractor: str = "c10"
-    reference: Any = None                  # data source, ImageSet or uint8 images; None = default_reference(split)
-    split: str = "train"
-    reference_n: int | None = None         # a fixed subset of the reference (None: all of it)
-    metrics: Sequence[str] = DEFAULT_METRICS
-    batch_size: int = 250
-    classifier: str | os.PathLike[str] | None = None      # c10 weights (default: the shipped ones)
-    inception_weights: str | os.PathLike[str] | None = None
-    download: bool = True                  # may fetch the Inception weights into torch hub's cache
-    cache_dir: str | os.PathLike[str] | None = None
-    device: str | torch.device | None = None
-    progress: bool = True
-    precision: str = "fp32"                # sampling precision, one of PRECISIONS
-    feature_precision: str = "fp32"        # of the c10 features: fp32, or bf16 (autocast; recorded in the protocol)
-    sample_cache: bool = False             # keep generated images under <cache>/eval_samples/ and reuse them
     _ext: Extractor | None = field(default=None, init=False, repr=False)
     _refs: dict[int, tuple[Tensor, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
     _cls: Any = field(default=None, init=False, repr=False)
@@ -479,13 +463,6 @@ def _kept(batches: Iterable[Tensor], store: np.ndarray) -> Iterator[Tensor]:
         yield batch
 
 
-def _pop_evaluator_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    names = ("extractor", "reference", "split", "reference_n", "metrics", "batch_size", "classifier",
-             "inception_weights", "download", "cache_dir", "device", "progress", "precision", "feature_precision",
-             "sample_cache")
-    return {k: kwargs.pop(k) for k in names if k in kwargs}
-
-
 def evaluate(checkpoint: str | os.PathLike[str] | None = None, *, sampler: str | None = None,
              steps: int | None = None, n: int | None = None, seed: int = 0,
              labels: Sequence[int] | int | None = None, guidance: float | None = None, grid: str | None = None,
@@ -495,15 +472,14 @@ def evaluate(checkpoint: str | os.PathLike[str] | None = None, *, sampler: str |
 
     sampler/steps/grid/guidance default to the checkpoint's; n to 50000 with extractor="inception" (fewer is
     marked "quick") and 10000 with "c10"; a class-conditional model gets labels i % num_classes and the c10
-    classifier's accuracy on its samples. Evaluator options: extractor ("c10" | "inception"), reference
-    (a data source; default the CIFAR-10 train split), split, reference_n, metrics (fid, is, kid, pr),
-    batch_size, classifier, inception_weights, cache_dir, device, progress, precision ("fp32" | "bf16": the
-    sampling precision) and sample_cache (keep the generated images and reuse them). Writes the result to `out`
-    (JSON) if given and returns it: {"metrics", "labels", "protocol", "notes"}."""
-    from .api import Pipeline, default_checkpoint
+    classifier's accuracy on its samples. Evaluator options (`evaluator`): the fields of EvaluatorOptions
+    (extractor, reference, split, reference_n, metrics, batch_size, classifier, inception_weights, download,
+    cache_dir, device, progress, precision, feature_precision, sample_cache; see its docstring). Writes the
+    result to `out` (JSON) if given and returns it: {"metrics", "labels", "protocol", "notes"}."""
+    from ..api import Pipeline, default_checkpoint
 
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-    ev = Evaluator(**_pop_evaluator_kwargs(evaluator))
+    ev = Evaluator(**pop_options(evaluator))
     if evaluator:
         raise TypeError(f"evaluate() got unexpected argument(s) {sorted(evaluator)}")
     pipe = Pipeline.load(checkpoint, device=ev.device)
@@ -520,7 +496,7 @@ def evaluate_images(images: Any, *, labels: Sequence[int] | None = None, images_
     """Score images against a reference: a uint8 array (N, H, W, 3) / tensor (N, 3, H, W), an ImageSet, or a
     data source (image folder with class subfolders, a tar of one, "cifar10") read at `images_split`.
     With `labels`, also the c10 classifier's accuracy on them. Options as for `evaluate`."""
-    ev = Evaluator(**_pop_evaluator_kwargs(evaluator))
+    ev = Evaluator(**pop_options(evaluator))
     if evaluator:
         raise TypeError(f"evaluate_images() got unexpected argument(s) {sorted(evaluator)}")
     result = ev.score_images(images, labels=labels, split=images_split)

@@ -1,6 +1,6 @@
 """FID against NFE: score a checkpoint for every sampler x step count, as a JSON table and a PNG plot.
 
-    genstudio.sweep.sweep("checkpoints/edm_tiny_cifar10", ["euler", "heun", "dpmpp_2m"], [5, 10, 20], "runs/sweep")
+    genstudio.evaluation.sweep.sweep("checkpoints/edm_tiny_cifar10", ["euler", "heun", "dpmpp_2m"], [5, 10, 20], "runs/sweep")
 
 `<out>/sweep.json` is rewritten atomically after every cell and `<out>/fid_vs_nfe.png` redrawn, so an
 interrupted sweep loses at most the cell it was computing: run it again and the cells already done with
@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .atomic import atomic_write, write_json
-from .metrics import VOLATILE, Evaluator, _pop_evaluator_kwargs
+from ..atomic import atomic_write, write_json
+from .metrics import VOLATILE, Evaluator
+from .options import pop_options
 
 __all__ = ["sweep", "plot_sweep", "TABLE", "PLOT"]
 
@@ -31,12 +32,12 @@ def sweep(checkpoint: str | os.PathLike[str] | None, samplers: Sequence[str], st
           **evaluator: Any) -> dict[str, Any]:
     """Score every (sampler, steps) cell; returns the table {"checkpoint", "fid_label", "cells", "computed",
     "kept"}. Evaluator options (extractor, reference, metrics, ...) as for `genstudio.evaluate`."""
-    from .api import Pipeline, default_checkpoint
+    from ..api import Pipeline, default_checkpoint
 
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     if not samplers or not steps:
         raise ValueError("a sweep needs at least one sampler and one step count")
-    ev = Evaluator(**_pop_evaluator_kwargs(evaluator))
+    ev = Evaluator(**pop_options(evaluator))
     if evaluator:
         raise TypeError(f"sweep() got unexpected argument(s) {sorted(evaluator)}")
     if "fid" not in ev.metrics:

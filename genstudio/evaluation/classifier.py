@@ -3,7 +3,7 @@
 The network follows the shape of Keller Jordan's airbench (a conv stem, then three blocks of
 conv-pool-BN-GELU-conv-BN-GELU, global max-pool, a linear head); with `residual=True` each block has a third
 conv and a skip over the last two, as in airbench96. The shipped one is residual with widths 128/512/512
-(12.7M parameters), trained by `genstudio.train_classifier` with its defaults. Inputs are float images in the
+(12.7M parameters), trained by `genstudio.evaluation.train_classifier` with its defaults. Inputs are float images in the
 model range [-1, 1], (N, 3, 32, 32).
 `features` is the penultimate layer (512-d shipped; FID, KID, precision/recall); `forward` gives the logits (IS).
 Weights are one safetensors file; its metadata holds the architecture and the measured test accuracy.
@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 __all__ = ["CifarResNet", "save_classifier", "load_classifier", "read_classifier_meta", "weights_hash",
            "default_classifier_path", "ClassifierError"]
@@ -85,7 +85,7 @@ class CifarResNet(nn.Module):
 
 def default_classifier_path() -> Path:
     """The shipped weights: checkpoints/cifar10_classifier/classifier.safetensors in the repository."""
-    return Path(__file__).resolve().parent.parent / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
+    return Path(__file__).resolve().parents[2] / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
 
 
 def save_classifier(model: CifarResNet, path: str | Path, meta: dict[str, Any] | None = None,
@@ -110,7 +110,7 @@ def read_classifier_meta(path: str | Path) -> dict[str, Any]:
 
 def _header(path: Path) -> dict[str, str]:
     if not path.is_file():
-        raise ClassifierError(f"no classifier weights at {path}; train them with `python -m genstudio.train_classifier`")
+        raise ClassifierError(f"no classifier weights at {path}; train them with `python -m genstudio.evaluation.train_classifier`")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

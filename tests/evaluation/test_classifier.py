@@ -1,12 +1,12 @@
-"""The evaluator's CIFAR-10 classifier (genstudio.classifier, genstudio.train_classifier): offline, tiny data."""
+"""The evaluator's CIFAR-10 classifier (genstudio.evaluation.classifier, .train_classifier): offline, tiny data."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from genstudio.classifier import CifarResNet, ClassifierError, load_classifier, save_classifier
-from genstudio.train_classifier import (accuracy, augment, load_soft_targets, main, save_soft_targets, soft_targets,
-                                       train)
+from genstudio.evaluation.classifier import CifarResNet, ClassifierError, load_classifier, save_classifier
+from genstudio.evaluation.train_classifier import (accuracy, augment, load_soft_targets, main, save_soft_targets,
+                                                  soft_targets, train)
 
 
 def test_augment_translates_flips_and_cuts_out():

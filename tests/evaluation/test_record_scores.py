@@ -1,7 +1,7 @@
 """Scores recorded into a checkpoint's metrics.json: one record per protocol, replaced on a rerun."""
 import json
 
-from genstudio.publish import record_scores
+from genstudio.evaluation.records import record_scores
 
 
 def result(fid, steps=10, seed=0, sha="abc"):
