@@ -65,11 +65,11 @@ import samplers  # noqa: E402
 from genstudio.atomic import write_text  # noqa: E402
 from genstudio.images import to_uint8  # noqa: E402
 from genstudio.model import Guided  # noqa: E402
-from genstudio.noise import generators, randn_like  # noqa: E402
-from genstudio.paths import EDMPath, expand  # noqa: E402
-from genstudio.predictions import convert  # noqa: E402
+from genstudio.core.noise import generators, randn_like  # noqa: E402
+from genstudio.core.paths import EDMPath, expand  # noqa: E402
+from genstudio.core.predictions import convert  # noqa: E402
 from samplers.grids import make_grid  # noqa: E402
-from tests.gaussian import GaussianMixtureDenoiser  # noqa: E402
+from genstudio.core.toys import GaussianMixtureDenoiser  # noqa: E402
 
 DEFAULT_SAMPLERS = "ddim,euler,heun,dpmpp_2m,dpmpp_3m,unipc,euler_ancestral,dpmpp_2m_sde,rk4"
 BATCH = 256  # pipe.generate's batch size

@@ -41,7 +41,7 @@ from common import format_table, synchronize  # bench/common.py
 from genstudio.atomic import write_json
 from genstudio.config import Config, config_from_dict
 from genstudio.data import load_images
-from genstudio.objectives import objective_from_config
+from genstudio.families import objective_from_config
 from genstudio.train import build_model, run
 
 IMAGE_SIZE = 32

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .nets import PRESETS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -22,13 +24,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    network: str = "tiny"                      # preset: tiny | small | ddpm
+    network: str = "tiny"                      # preset: genstudio.nets.PRESETS
     unet: dict = field(default_factory=dict)   # UNet2DModel keyword overrides
     path: dict = field(default_factory=lambda: {"name": "edm"})
     prediction: str = "x0"
     precond: dict = field(default_factory=lambda: {"name": "edm"})
     num_classes: int = 0                       # 0: unconditional
-    kind: str = "field"                        # field | caf (Constant Acceleration Flow: two UNets, genstudio.caf) | map (consistency model)
+    kind: str = "field"                        # a kind the objective's family makes (genstudio.families.model_kinds())
 
 
 @dataclass
@@ -88,8 +90,7 @@ class Config:
 
 
 _SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}
-_CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): ("tiny", "small", "ddpm"),
-            ("model", "kind"): ("field", "caf", "map")}
+_CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): tuple(PRESETS)}
 _POSITIVE = {("train", k) for k in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
                                     "log_every", "sample_steps", "sample_count", "max_nonfinite")} | {("data", "image_size")}
 _NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",

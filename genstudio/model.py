@@ -7,35 +7,40 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .paths import NoisePath, expand, path_from_config, path_to_config
-from .precond import NoPrecond, precond_from_config, precond_to_config
-from .predictions import check_prediction, convert, to_x0_eps
-
-FAMILIES = ("diffusion", "score", "flow", "consistency")
-
+from .core.paths import NoisePath, expand, path_from_config, path_to_config
+from .core.precond import NoPrecond, precond_from_config, precond_to_config
+from .core.predictions import check_prediction, convert, to_x0_eps
 
 class Model(nn.Module):
     """A network trained to output `prediction` on `path`, optionally class-conditional.
 
     `num_classes = 0` is unconditional; otherwise label `num_classes` is the "no label" class
-    that classifier-free guidance uses (Ho & Salimans 2022).
+    that classifier-free guidance uses (Ho & Salimans 2022). `family` names the registered family
+    (genstudio.families) that built it; `kind` says which samplers can drive it ("field": a prediction
+    at (x, t); other kinds are declared by the families that make them).
     """
 
     def __init__(self, network: nn.Module, path: NoisePath, prediction: str, precond=None,
-                 num_classes: int = 0, family: str = "diffusion", kind: str = "field"):
+                 num_classes: int = 0, family: str | None = None, kind: str = "field"):
         super().__init__()
         precond = precond or NoPrecond()
         check_prediction(prediction)
         if precond.output is not None and precond.output != prediction:
             raise ValueError(f"{precond.name} preconditioning outputs {precond.output!r}, not {prediction!r}")
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
         self.network, self.path, self.prediction, self.precond = network, path, prediction, precond
         self.num_classes, self.family, self.kind = num_classes, family, kind
 
     @property
     def null_label(self) -> int:
         return self.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.network.image_shape
+
+    def components(self) -> dict[str, nn.Module]:
+        """The networks a checkpoint saves, by component name (genstudio.nets)."""
+        return self.network.components()
 
     def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         """The native prediction at (x, t); t is a scalar or per-sample (B,).
@@ -60,7 +65,7 @@ class Model(nn.Module):
     def from_spec(cls, spec: dict[str, Any], network: nn.Module) -> "Model":
         return cls(network, path_from_config(spec["path"]), spec["prediction"],
                    precond_from_config(spec.get("precond")), int(spec.get("num_classes", 0)),
-                   spec.get("family", "diffusion"), spec.get("kind", "field"))
+                   spec.get("family"), spec.get("kind", "field"))
 
 
 class OnPath(nn.Module):
@@ -75,7 +80,7 @@ class OnPath(nn.Module):
         super().__init__()
         self.base, self.path, self.prediction = model, path, "x0"
         self.num_classes = getattr(model, "num_classes", 0)
-        self.family, self.kind = getattr(model, "family", "diffusion"), getattr(model, "kind", "field")
+        self.family, self.kind = getattr(model, "family", None), getattr(model, "kind", "field")
 
     @property
     def null_label(self) -> int:
@@ -93,7 +98,7 @@ class OnPath(nn.Module):
 
 def on_edm_path(model: nn.Module) -> OnPath:
     """`model` on the EDM path, over the same range of noise levels sigma / alpha."""
-    from .paths import EDMPath
+    from .core.paths import EDMPath
 
     s_min, s_max = model.path.sigma_tilde_range()
     return OnPath(model, EDMPath(t_min=s_min, t_max=s_max))

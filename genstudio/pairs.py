@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .noise import generators, randn_like
+from .core.noise import generators, randn_like
 
 PAIRS_KIND = "genstudio-pairs"
 PAIRS_VERSION = 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from genstudio.predictions import convert
+from genstudio.core.predictions import convert
 
 from .registry import register
 

@@ -1,4 +1,4 @@
-"""Constant Acceleration Flow's closed-form few-step sampler (Park et al. 2024, Sec. 3.3; genstudio.caf).
+"""Constant Acceleration Flow's closed-form few-step sampler (Park et al. 2024, Sec. 3.3).
 
 In genstudio's time (t = 0 data, t = 1 noise; the paper's tau = 1 - t): the initial velocity u = u_theta(x, t_0)
 once at the grid's start, then per step t -> s one acceleration evaluation and the exact constant-acceleration move
@@ -10,10 +10,18 @@ once at the grid's start, then per step t -> s one acceleration evaluation and t
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-from genstudio.caf import caf_step
+from genstudio.core.paths import expand
 
 from .registry import register
+
+
+def caf_step(x: Tensor, t: Tensor | float, s: Tensor | float, u0: Tensor, a: Tensor) -> Tensor:
+    """The exact move from time t to time s under initial velocity u0 and constant acceleration a:
+    x_s = x_t + (s - t) u0 + ((1 - s)^2 - (1 - t)^2) / 2 a  (the paper's Eq. 6 between tau = 1 - t and 1 - s)."""
+    t, s = expand(t, x), expand(s, x)
+    return x + (s - t) * u0 + ((1 - s) ** 2 - (1 - t) ** 2) / 2 * a
 
 
 @register(name="caf", needs=("caf",), consumes="velocity", stochastic=False, nfe_per_step=1, nfe_offset=1,

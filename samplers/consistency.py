@@ -5,8 +5,8 @@ prediction is its jump to data) is sampled exactly this way; a field model jumps
 is a fast approximation."""
 from __future__ import annotations
 
-from genstudio.noise import randn_like
-from genstudio.paths import expand
+from genstudio.core.noise import randn_like
+from genstudio.core.paths import expand
 
 from .registry import register
 

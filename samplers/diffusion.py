@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genstudio.noise import randn_like
-from genstudio.paths import expand
+from genstudio.core.noise import randn_like
+from genstudio.core.paths import expand
 
 from .registry import register
 

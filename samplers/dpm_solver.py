@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from genstudio.noise import randn_like
+from genstudio.core.noise import randn_like
 
 from .registry import register
 

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from genstudio.paths import NoisePath
+from genstudio.core.paths import NoisePath
 
 _f64 = dict(dtype=torch.float64)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genstudio.noise import randn_like
+from genstudio.core.noise import randn_like
 
 from .stochastic import _require_alpha, sample_annealed_langevin
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from genstudio.noise import Generators, randn_like
+from genstudio.core.noise import Generators, randn_like
 
 
 def _divergence(v: Tensor, x: Tensor, probe: Tensor | None) -> Tensor:

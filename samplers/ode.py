@@ -1,7 +1,7 @@
 """Probability-flow ODE solvers in the path's own time: dx/dt = alpha' x0 + sigma' eps."""
 from __future__ import annotations
 
-from genstudio.predictions import convert
+from genstudio.core.predictions import convert
 
 from .registry import register
 

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-from genstudio.noise import randn_like
-from genstudio.paths import expand
+from genstudio.core.noise import randn_like
+from genstudio.core.paths import expand
 
 from .registry import register
 

@@ -10,11 +10,12 @@ from torch import nn
 
 import genstudio
 import samplers
-from genstudio.caf import CAFLoss, CAFModel, CAFNetwork, caf_state, caf_step
+from genstudio.families.caf import CAFLoss, CAFModel, CAFNetwork, caf_state
+from samplers.caf import caf_step
 from genstudio.config import ConfigError, config_from_dict, load_config
-from genstudio.flow import FlowMatchingLoss
+from genstudio.families.flow import FlowMatchingLoss
 from genstudio.model import Guided, Model
-from genstudio.paths import LinearPath
+from genstudio.core.paths import LinearPath
 from genstudio.reflow import sample_pairs
 from genstudio.train import run, validate
 from samplers.grids import make_grid
@@ -156,9 +157,21 @@ def test_trainer_exports_a_caf_model_that_samples_in_one_and_two_steps(tmp_path,
         assert (folder / part / "config.json").is_file() and list((folder / part).glob("*.safetensors"))
     assert not (folder / "unet").exists() and (tmp_path / "run" / "samples" / "step_00000003.png").is_file()
     pipe = genstudio.load(folder, device="cpu")
-    assert isinstance(pipe.model, CAFModel) and pipe.meta["network"] == "genstudio.CAFNetwork"
-    assert pipe.samplers() == ["caf"] and pipe.meta["family"] == "flow" and pipe.image_shape == (3, 8, 8)
-    assert pipe.model.network.accel.unet.config.in_channels == 6
+    assert isinstance(pipe.model, CAFModel) and pipe.meta["family"] == "caf"
+    assert pipe.meta["components"] == {part: {"network": "diffusers.UNet2DModel"} for part in ("velocity", "acceleration")}
+    assert pipe.samplers() == ["caf"] and pipe.image_shape == (3, 8, 8)
+    assert pipe.model.network.accel.config["in_channels"] == 6
+    # The same folder as format version 1 wrote it (family "flow", one "network" entry, no component list)
+    # still loads, to the same model.
+    import json
+    meta = json.loads((folder / "genstudio.json").read_text())
+    v1 = {k: v for k, v in meta.items() if k != "components"}
+    v1.update(version=1, family="flow", network="genstudio.CAFNetwork")
+    (folder / "genstudio.json").write_text(json.dumps(v1))
+    old = genstudio.load(folder, device="cpu")
+    assert old.model.family == "caf" and old.meta["version"] == 2 and old.meta["components"] == meta["components"]
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(old.model(x, 0.5, torch.tensor([0, 1])), pipe.model(x, 0.5, torch.tensor([0, 1])))
     for steps in (1, 2):
         out = pipe.generate(2, steps=steps, labels=[0, 1], guidance=2.0)
         assert out.sampler == "caf" and out.nfe == steps + 1 and out.images.shape == (2, 8, 8, 3)
@@ -181,21 +194,23 @@ def test_caf_config_validates(tmp_path):
     config.data.source = str(_write_pairs(tmp_path / "pairs", size=32))
     model = validate(config)
     assert isinstance(model, CAFModel) and model.kind == "caf" and model.num_classes == 10
-    assert model.network.velocity.unet.config.in_channels == 3 and model.network.accel.unet.config.in_channels == 6
+    assert model.network.velocity.config["in_channels"] == 3 and model.network.accel.config["in_channels"] == 6
 
 
 def test_kind_and_objective_must_agree(tmp_path, caf_config):
     cfg = caf_config()
     cfg["objective"] = {"name": "flow_matching"}
-    with pytest.raises(ConfigError, match="go together"):
+    with pytest.raises(ConfigError, match="family 'flow' makes 'field' models, not model.kind = 'caf'"):
         validate(config_from_dict(cfg))
     cfg = caf_config()
     cfg["model"]["kind"] = "field"
-    with pytest.raises(ConfigError, match="go together"):
+    with pytest.raises(ConfigError, match="family 'caf' makes 'caf' models"):
         validate(config_from_dict(cfg))
     cfg = caf_config()
     cfg["model"]["prediction"] = "x0"
     with pytest.raises(ConfigError, match="predicts \"velocity\""):
         validate(config_from_dict(cfg))
-    with pytest.raises(ConfigError, match="model.kind must be one of"):
-        config_from_dict({"model": {"kind": "warp"}})
+    cfg = caf_config()
+    cfg["model"]["kind"] = "warp"  # a kind no family makes: refused before any work, by the objective's family
+    with pytest.raises(ConfigError, match="makes 'caf' models, not model.kind = 'warp'"):
+        validate(config_from_dict(cfg))

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import genstudio
+from genstudio.core.paths import EDMPath
 import samplers
 from genstudio import cli
 from genstudio.api import Pipeline
@@ -68,7 +69,7 @@ def test_bad_sampling_arguments_are_clear_errors(exported, kwargs, message):
 
 def test_guidance_mixes_conditional_and_unconditional():
     class LabelEcho(torch.nn.Module):
-        path, prediction, num_classes, null_label = genstudio.paths.EDMPath(), "x0", 3, 3
+        path, prediction, num_classes, null_label = EDMPath(), "x0", 3, 3
 
         def forward(self, x, t, labels):
             return x * 0 + labels.float().view(-1, 1)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 import genstudio
-from genstudio.paths import EDMPath
+from genstudio.core.paths import EDMPath
 from samplers.grids import make_grid
 from samplers.inpaint import inpaint_consistency
 

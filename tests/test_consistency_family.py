@@ -9,16 +9,16 @@ import torch
 import genstudio
 import samplers
 from genstudio.config import config_from_dict
-from genstudio.consistency import (CDLoss, ICTLoss, huber_c, ict_num_levels, karras_sigmas,
+from genstudio.families.consistency import (CDLoss, ICTLoss, huber_c, ict_num_levels, karras_sigmas,
                                    lognormal_index_probs, pseudo_huber)
 from genstudio.model import Guided, Model
-from genstudio.paths import EDMPath
-from genstudio.precond import ConsistencyPrecond, precond_from_config
+from genstudio.core.paths import EDMPath
+from genstudio.core.precond import ConsistencyPrecond, precond_from_config
 from genstudio.train import run, validate
 from samplers.grids import make_grid
 
 from .conftest import toy_config
-from .gaussian import GaussianMixtureDenoiser
+from genstudio.core.toys import GaussianMixtureDenoiser
 from .test_flow_family import MLP, sliced_wasserstein
 
 PATH = EDMPath(t_max=10.0)

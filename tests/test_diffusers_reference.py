@@ -5,8 +5,8 @@ from diffusers import DDIMScheduler, EulerDiscreteScheduler, HeunDiscreteSchedul
 
 import samplers
 from genstudio.model import Guided, Model, on_edm_path
-from genstudio.networks import UNetBackbone
-from genstudio.paths import VPDiscretePath
+from genstudio.nets import UNetBackbone
+from genstudio.core.paths import VPDiscretePath
 from samplers.grids import make_grid
 
 from .conftest import MICRO_UNET

@@ -7,13 +7,13 @@ from diffusers import DPMSolverMultistepScheduler, UNet2DModel
 import samplers
 import samplers.dpm_solver  # noqa: F401  (registers the dpmpp_* samplers)
 from genstudio.model import Guided, Model
-from genstudio.networks import UNetBackbone
-from genstudio.noise import generators
-from genstudio.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
+from genstudio.nets import UNetBackbone
+from genstudio.core.noise import generators
+from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
 from samplers.grids import make_grid
 
 from .conftest import MICRO_UNET
-from .gaussian import GaussianMixtureDenoiser, gaussian
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from .test_samplers import MEAN, VAR, exact_flow, prior
 
 NAMES = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "dpmpp_3m_sde"]

@@ -10,11 +10,11 @@ import torch
 import genstudio
 import samplers
 from genstudio.config import ConfigError, config_from_dict
-from genstudio.consistency import ECTLoss, ect_r
+from genstudio.families.consistency import ECTLoss, ect_r
 from genstudio.model import Guided, Model
-from genstudio.objectives import EDMLoss
-from genstudio.paths import EDMPath
-from genstudio.precond import precond_from_config
+from genstudio.families.diffusion import EDMLoss
+from genstudio.core.paths import EDMPath
+from genstudio.core.precond import precond_from_config
 from genstudio.train import run
 from samplers.grids import make_grid
 

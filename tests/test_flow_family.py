@@ -8,19 +8,18 @@ import torch
 from torch import nn
 
 import genstudio
-import genstudio.flow  # noqa: F401  (registers "flow_matching")
 import samplers
 from genstudio.config import config_from_dict, load_config
-from genstudio.flow import FlowMatchingLoss
+from genstudio.families.flow import FlowMatchingLoss
 from genstudio.model import Guided, Model
-from genstudio.objectives import objective_from_config
-from genstudio.paths import LinearPath
-from genstudio.predictions import convert
+from genstudio.families import objective_from_config
+from genstudio.core.paths import LinearPath
+from genstudio.core.predictions import convert
 from genstudio.train import run, validate
 from samplers.grids import make_grid
 
 from .conftest import toy_config
-from .gaussian import gaussian
+from genstudio.core.toys import gaussian
 
 ROOT = Path(__file__).resolve().parent.parent
 

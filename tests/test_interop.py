@@ -12,9 +12,9 @@ import samplers
 from genstudio.checkpoint import CheckpointError
 from genstudio.interop import export_diffusers, load_diffusers_pipeline
 from genstudio.model import Guided, Model
-from genstudio.networks import UNetBackbone
-from genstudio.paths import EDMPath, VPDiscretePath, VPLinearPath
-from genstudio.precond import EDMPrecond
+from genstudio.nets import UNetBackbone
+from genstudio.core.paths import EDMPath, VPDiscretePath, VPLinearPath
+from genstudio.core.precond import EDMPrecond
 from samplers.grids import make_grid
 
 from .conftest import MICRO_UNET

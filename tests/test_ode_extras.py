@@ -6,11 +6,11 @@ import torch
 
 import samplers
 from genstudio.model import Guided
-from genstudio.paths import EDMPath, LinearPath, VPLinearPath
+from genstudio.core.paths import EDMPath, LinearPath, VPLinearPath
 from samplers.grids import make_grid
 from samplers.likelihood import bits_per_dim, log_likelihood
 
-from .gaussian import GaussianMixtureDenoiser, gaussian
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from .test_samplers import MEAN, VAR, exact_flow, prior
 
 

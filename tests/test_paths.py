@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from genstudio.paths import PATHS, VPDiscretePath, path_from_config, path_to_config
-from genstudio.predictions import PREDICTIONS, convert, target
+from genstudio.core.paths import PATHS, VPDiscretePath, path_from_config, path_to_config
+from genstudio.core.predictions import PREDICTIONS, convert, target
 
 ALL_PATHS = [cls() for cls in PATHS.values()]
 

@@ -13,11 +13,11 @@ import genstudio
 from genstudio import reflow
 from genstudio.checkpoint import export_model
 from genstudio.config import config_from_dict
-from genstudio.flow import FlowMatchingLoss
+from genstudio.families.flow import FlowMatchingLoss
 from genstudio.images import to_uint8
 from genstudio.model import Model
-from genstudio.noise import generators, randn_like
-from genstudio.paths import LinearPath
+from genstudio.core.noise import generators, randn_like
+from genstudio.core.paths import LinearPath
 from genstudio.reflow import generate_pairs, read_reflow_config, sample_pairs, straightness, trainer_config
 from genstudio.train import build_model, validate
 from samplers.grids import make_grid

@@ -4,10 +4,10 @@ import torch
 
 import samplers
 from genstudio.model import Guided
-from genstudio.paths import LinearPath, VPDiscretePath
+from genstudio.core.paths import LinearPath, VPDiscretePath
 from samplers.grids import make_grid
 
-from .gaussian import gaussian
+from genstudio.core.toys import gaussian
 from .test_samplers import MEAN, VAR, prior
 
 
@@ -46,7 +46,7 @@ def test_heun_churn_never_asks_a_bounded_path_beyond_its_last_step():
 
 @pytest.mark.parametrize("path_name", ["edm", "vp_linear", "vp_cosine", "vp_discrete", "linear", "ve"])
 def test_churn_acts_on_every_path(path_name):
-    from genstudio.paths import PATHS
+    from genstudio.core.paths import PATHS
 
     path = PATHS[path_name]()
     ts = make_grid("karras", path, 10)

@@ -3,11 +3,11 @@ import torch
 
 import samplers
 from genstudio.model import Guided
-from genstudio.noise import generators, randn_like
-from genstudio.paths import PATHS, EDMPath, LinearPath, VPDiscretePath
+from genstudio.core.noise import generators, randn_like
+from genstudio.core.paths import PATHS, EDMPath, LinearPath, VPDiscretePath
 from samplers.grids import make_grid
 
-from .gaussian import GaussianMixtureDenoiser, gaussian
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 
 MEAN = torch.tensor([0.5, -0.3], dtype=torch.float64)
 VAR = torch.tensor([0.25, 0.04], dtype=torch.float64)

@@ -10,22 +10,21 @@ import pytest
 import torch
 from torch import nn
 
-import genstudio.score  # noqa: F401  (registers the ncsn and vesde objectives)
 from genstudio.api import Pipeline
 from genstudio.checkpoint import export_model, read_meta
 from genstudio.config import config_from_dict, load_config
 from genstudio.model import Guided, Model
-from genstudio.paths import VEPath
-from genstudio.precond import NCSNPrecond
-from genstudio.predictions import convert
-from genstudio.score import NCSNLoss, VESDELoss
+from genstudio.core.paths import VEPath
+from genstudio.core.precond import NCSNPrecond
+from genstudio.core.predictions import convert
+from genstudio.families.score import NCSNLoss, VESDELoss
 from genstudio.train import build_model, run, validate
 from samplers.grids import make_grid
 from samplers.inpaint import inpaint_annealed_langevin
 from samplers.stochastic import sample_annealed_langevin
 
 from .conftest import toy_config
-from .gaussian import GaussianMixtureDenoiser, gaussian
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 
 ROOT = Path(__file__).resolve().parent.parent
 f64 = dict(dtype=torch.float64)

@@ -9,12 +9,12 @@ import torch
 import samplers
 import samplers.stochastic  # noqa: F401  (registers the stochastic samplers)
 from genstudio.model import Guided
-from genstudio.noise import generators, randn_like
-from genstudio.paths import PATHS, EDMPath, LinearPath, VEPath, VPLinearPath
+from genstudio.core.noise import generators, randn_like
+from genstudio.core.paths import PATHS, EDMPath, LinearPath, VEPath, VPLinearPath
 from samplers.grids import make_grid
 from samplers.stochastic import sde_coefficients
 
-from .gaussian import GaussianMixtureDenoiser, gaussian
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 
 STOCHASTIC = ["euler_ancestral", "heun_churn", "euler_maruyama", "pc", "annealed_langevin"]
 f64 = dict(dtype=torch.float64)

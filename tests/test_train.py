@@ -11,6 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import genstudio.train as train_mod
+import genstudio.train.setup as train_setup
+from genstudio.atomic import read_jsonl
 from genstudio.checkpoint import load_model
 from genstudio.config import ConfigError, config_from_dict, load_config
 from genstudio.train import NonFiniteLossError, batch_indices, latest_checkpoint, run
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def losses(run_dir) -> dict[int, float]:
-    return {rec["step"]: rec["loss"] for rec in train_mod.read_jsonl(Path(run_dir) / "metrics.jsonl")}
+    return {rec["step"]: rec["loss"] for rec in read_jsonl(Path(run_dir) / "metrics.jsonl")}
 
 
 def write_toml(path, cfg):
@@ -98,21 +100,37 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, toy_data):
     assert "resumed from" in res.stdout + res.stderr and max(losses(tmp_path / "run")) == step + 3
 
 
-class NaNAt:
-    """Wraps an objective to return NaN on chosen calls (one call per step here)."""
+class Wrapped:
+    """An objective with its `loss` seen by `on_loss(inner_loss, model, batch, **kw)`; everything else delegated."""
 
-    def __init__(self, inner, bad_calls):
-        self.inner, self.bad, self.calls, self.family = inner, set(bad_calls), 0, inner.family
+    def __init__(self, inner, on_loss):
+        self.inner, self.on_loss = inner, on_loss
 
-    def __call__(self, model, x0, labels=None):
-        self.calls += 1
-        loss = self.inner(model, x0, labels)
-        return loss * float("nan") if self.calls in self.bad else loss
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def loss(self, model, batch, **kw):
+        return self.on_loss(self.inner.loss, model, batch, **kw)
+
+
+def _wrap_objective(monkeypatch, on_loss):
+    real = train_setup.build_from_config
+
+    def build(config):
+        model, objective = real(config)
+        return model, Wrapped(objective, on_loss)
+    monkeypatch.setattr(train_setup, "build_from_config", build)
 
 
 def _patch_objective(monkeypatch, bad_calls):
-    real = train_mod.objective_from_config
-    monkeypatch.setattr(train_mod, "objective_from_config", lambda n, o: NaNAt(real(n, o), bad_calls))
+    """Make the objective return NaN on chosen calls (one call per step here)."""
+    calls = []
+
+    def nan_at(loss, model, batch, **kw):
+        calls.append(1)
+        out = loss(model, batch, **kw)
+        return out * float("nan") if len(calls) in bad_calls else out
+    _wrap_objective(monkeypatch, nan_at)
 
 
 def test_single_nan_step_is_skipped_and_training_goes_on(tmp_path, toy_data, monkeypatch):
@@ -295,7 +313,7 @@ def _write_pairs(folder, n=16, size=8):
 
 
 def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
-    from genstudio.noise import generators, randn_like
+    from genstudio.core.noise import generators, randn_like
     from genstudio.pairs import load_pairs
 
     pairs_dir = _write_pairs(tmp_path / "pairs")
@@ -305,20 +323,11 @@ def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
     cfg["model"].update(path={"name": "linear"}, prediction="velocity", precond={"name": "none"})
     cfg["objective"] = {"name": "flow_matching"}
     seen = []
-    real = train_mod.objective_from_config
 
-    def spy(name, options):
-        inner = real(name, options)
-
-        class Spy:
-            family = inner.family
-
-            def __call__(self, model, x0, labels=None, noise=None):
-                seen.append(noise)
-                return inner(model, x0, labels, noise=noise)
-        return Spy()
-
-    monkeypatch.setattr(train_mod, "objective_from_config", spy)
+    def spy(loss, model, batch, **kw):
+        seen.append(batch.noise)
+        return loss(model, batch, **kw)
+    _wrap_objective(monkeypatch, spy)
     run(config_from_dict(cfg))
     assert len(seen) == 3 and all(any(torch.equal(n, pairs.noise[i]) for i in range(16)) for n in seen[0])
     monkeypatch.undo()

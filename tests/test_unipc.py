@@ -10,12 +10,12 @@ import samplers
 import samplers.dpm_solver  # noqa: F401  (registers the dpmpp_* samplers)
 import samplers.unipc  # noqa: F401  (registers unipc)
 from genstudio.model import Guided, Model
-from genstudio.networks import UNetBackbone
-from genstudio.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
+from genstudio.nets import UNetBackbone
+from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
 from samplers.grids import make_grid
 
 from .conftest import MICRO_UNET
-from .gaussian import GaussianMixtureDenoiser, gaussian
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from .test_samplers import MEAN, VAR, exact_flow, prior
 
 ALL = range(10_000)  # disable_corrector=ALL: the predictor UniP-p alone

@@ -7,8 +7,8 @@ import torch
 
 import genstudio
 from genstudio.config import config_from_dict
-from genstudio.consistency import ICTLoss
-from genstudio.coupling import NoiseEncoder, coupled_noise, gaussian_kl
+from genstudio.families.consistency import ICTLoss
+from genstudio.families.consistency.coupling import NoiseEncoder, coupled_noise, gaussian_kl
 from genstudio.train import run
 
 from .conftest import toy_config
@@ -38,7 +38,7 @@ def train_toy(coupling: str, seed: int, steps: int = 2000):
     g = torch.Generator().manual_seed(seed)
     for k in range(steps):
         loss = objective(model, mixture(256, g), None, step=k, total_steps=steps,
-                         encoder=encoder if coupling == "vct" else None).mean()
+                         extra={"encoder": encoder} if coupling == "vct" else {}).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -141,24 +141,16 @@ def loss_entries(compute: Callable[[dict[str, Any], torch.Tensor, torch.Tensor],
 
 
 def compute_loss(config: dict[str, Any], x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """One objective evaluation through the package's own model building and objective calling."""
-    import inspect
-
+    """One objective evaluation through the package's own model building and objective contract."""
     from genstudio.config import config_from_dict
-    from genstudio.objectives import objective_from_config
-    from genstudio.train import build_model
+    from genstudio.objective import Batch
+    from genstudio.families import build_from_config
 
-    cfg = config_from_dict(config)
     torch.manual_seed(0)
-    model = build_model(cfg)
-    objective = objective_from_config(cfg.objective.name, cfg.objective.options)
-    make = getattr(objective, "coupling_network", None)
-    encoder = make(tuple(x0.shape[1:])) if make else None
-    kw = {"encoder": encoder} if encoder is not None else {}
-    if "step" in inspect.signature(objective.__call__).parameters:
-        kw.update(step=10, total_steps=100)
+    model, objective = build_from_config(config_from_dict(config))
+    extra = objective.extra_modules(model, tuple(x0.shape[1:]))
     torch.manual_seed(1)
-    return objective(model, x0, labels, **kw)
+    return objective.loss(model, Batch(x0, labels), step=10, total_steps=100, extra=extra)
 
 
 def record() -> dict[str, Any]:

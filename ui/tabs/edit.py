@@ -15,12 +15,6 @@ from ..common import HEAVY, Shared, grid_choice, grid_dropdown, label_dropdown, 
 from ..components import CheckedEditor, CheckedImage, CheckedSlider
 
 
-def _inpaint_description(pipe: Pipeline, levels: int, per_level: int) -> str:
-    """How pipe.inpaint filled the mask, for the info line."""
-    return (f"multistep consistency jumps: {levels} jumps" if pipe.model.kind == "map"
-            else f"annealed Langevin: {levels} levels x {per_level} steps")
-
-
 def _edit_image(pipe: Pipeline, editor) -> tuple[np.ndarray, str]:
     """The editor's background image at the model's size, and a note on what was done to it."""
     background, _ = V.editor_parts(editor)
@@ -65,7 +59,7 @@ class Edit:
         shown[~mask] = 128
         gallery = [(image, "input"), (shown, "known pixels (gray: to fill)")] + \
             [(img, f"completion, seed {seed + i}") for i, img in enumerate(out)]
-        how = _inpaint_description(pipe, levels, per_level)
+        how = pipe.editor("inpaint").summary(steps=levels, per_level=per_level)
         info = f"{note}. Filled {int((~mask).sum())} of {mask.size} pixels with {how}, {seconds:.2f} s."
         return self._results(gallery, info, out, "inpaint")
 

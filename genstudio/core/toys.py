@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from genstudio.paths import NoisePath, expand
+from .paths import NoisePath, expand
 
 
 class GaussianMixtureDenoiser(nn.Module):

@@ -1,4 +1,4 @@
-"""The flow family's training objective: flow matching / rectified flow.
+"""The flow family: flow matching / rectified flow (reflow trains it on its own pairs: genstudio.reflow).
 
 Time convention. genstudio's t = 0 is the data: on the linear path x_t = (1 - t) x0 + t eps, so the
 velocity is dx_t/dt = eps - x0. Rectified Flow (Liu et al. 2022; its Z_0 is noise) and the
@@ -13,8 +13,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .objectives import DenoisingLoss, register_objective
-from .paths import NoisePath
+from genstudio.core.paths import NoisePath
+
+from .diffusion import DenoisingLoss
+from .registry import Family, register_family
 
 TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
 
@@ -36,7 +38,6 @@ def sample_times(path: NoisePath, n: int, distribution: str = "uniform", m: floa
     return path.training_times(u)
 
 
-@register_objective
 @dataclass(frozen=True)
 class FlowMatchingLoss(DenoisingLoss):
     """E_t ||F(x_t, t) - target||^2 with the model's native prediction as target: on the linear path with
@@ -45,7 +46,6 @@ class FlowMatchingLoss(DenoisingLoss):
     path regresses that path's alpha' x0 + sigma' eps. t follows `time_distribution` (see `sample_times`)."""
 
     name: ClassVar[str] = "flow_matching"
-    family: ClassVar[str] = "flow"
     time_distribution: str = "uniform"
     m: float = 0.0   # logit-normal location (SD3 uses 0)
     s: float = 1.0   # logit-normal scale (SD3 uses 1)
@@ -59,3 +59,8 @@ class FlowMatchingLoss(DenoisingLoss):
 
     def times(self, path: NoisePath, n: int, device) -> Tensor:
         return sample_times(path, n, self.time_distribution, self.m, self.s, device)
+
+
+FAMILY = register_family(Family(
+    name="flow", objectives=(FlowMatchingLoss,),
+    summary="flow matching / rectified flow (Lipman et al. 2022; Liu et al. 2022), reflow on its own pairs"))

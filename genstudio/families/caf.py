@@ -30,20 +30,22 @@ closed form x_s = x_t + (s - t) u^ + ((1 - s)^2 - (1 - t)^2) / 2 a_phi(x_t, t, u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from . import flow  # a module, not its names: flow <-> objectives <-> caf import each other
-from .model import Model
-from .networks import UNetBackbone, unet_config
-from .objectives import _mean_per_sample, register_objective
-from .paths import LinearPath, NoisePath, expand, path_from_config
-from .precond import NoPrecond, precond_from_config
+from genstudio.config import Config
+from genstudio.core.paths import LinearPath, NoisePath, expand, path_from_config
+from genstudio.core.precond import NoPrecond, precond_from_config
+from genstudio.model import Model
+from genstudio.nets import UNetBackbone, unet_config
+from genstudio.objective import Batch, Objective, mean_per_sample
+from samplers.caf import caf_step  # noqa: F401  (the sampler's closed-form move, re-exported with the family)
 
-CAF_NETWORK = "genstudio.CAFNetwork"  # genstudio.json's "network" for a CAF checkpoint
+from . import flow
+from .registry import Family, register_family
+
 PARTS = ("velocity", "acceleration")
 
 
@@ -54,13 +56,6 @@ def caf_state(x0: Tensor, eps: Tensor, t: Tensor, u0: Tensor) -> tuple[Tensor, T
     s = 1 - expand(t, x0)
     a = 2 * (x0 - eps + u0)
     return eps - s * u0 + s**2 / 2 * a, a
-
-
-def caf_step(x: Tensor, t: Tensor | float, s: Tensor | float, u0: Tensor, a: Tensor) -> Tensor:
-    """The exact move from time t to time s under initial velocity u0 and constant acceleration a:
-    x_s = x_t + (s - t) u0 + ((1 - s)^2 - (1 - t)^2) / 2 a  (the paper's Eq. 6 between tau = 1 - t and 1 - s)."""
-    t, s = expand(t, x), expand(s, x)
-    return x + (s - t) * u0 + ((1 - s) ** 2 - (1 - t) ** 2) / 2 * a
 
 
 class CAFNetwork(nn.Module):
@@ -75,15 +70,20 @@ class CAFNetwork(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "CAFNetwork":
-        """config: UNet2DModel keyword arguments of the velocity UNet (genstudio.networks.unet_config)."""
+        """config: UNet2DModel keyword arguments of the velocity UNet (genstudio.nets.unet_config)."""
         accel = {**config, "in_channels": 2 * config["in_channels"]}
         return cls(UNetBackbone.from_config(config), UNetBackbone.from_config(accel))
 
     @property
-    def unet(self):
-        """The velocity model's UNet2DModel: its config describes the images (in_channels, sample_size), which is
-        what Pipeline.image_shape and train.validate read."""
-        return self.velocity.unet
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.velocity.image_shape
+
+    @property
+    def class_embeddings(self) -> int:
+        return self.velocity.class_embeddings
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"velocity": self.velocity, "acceleration": self.accel}
 
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
         """The initial velocity u0."""
@@ -92,19 +92,9 @@ class CAFNetwork(nn.Module):
     def acceleration(self, x: Tensor, c_noise: Tensor, v0: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.accel(torch.cat([x, v0.to(x.dtype)], 1), c_noise, labels)
 
-    def save(self, folder: str | Path) -> None:
-        """folder/velocity and folder/acceleration, each a diffusers save_pretrained folder (safetensors)."""
-        self.velocity.save(Path(folder) / "velocity")
-        self.accel.save(Path(folder) / "acceleration")
-
-    @classmethod
-    def load(cls, folder: str | Path, dtype: torch.dtype | None = None) -> "CAFNetwork":
-        folder = Path(folder)
-        return cls(UNetBackbone.load(folder / "velocity", dtype), UNetBackbone.load(folder / "acceleration", dtype))
-
 
 class CAFModel(Model):
-    """A CAF model: kind "caf" (a map, driven by the "caf" sampler only), family "flow", on the linear path with
+    """A CAF model: kind "caf" (driven by the "caf" sampler only), family "caf", on the linear path with
     t_max = 1 (where the constant-acceleration path starts) and "velocity" prediction, without preconditioning.
 
     forward(x, t, labels, part="velocity") is the initial velocity u0 (dx/dt at t = 1, our time: h (eps - x0) when
@@ -112,7 +102,7 @@ class CAFModel(Model):
     syncs both networks' gradients."""
 
     def __init__(self, network: nn.Module, path: NoisePath | None = None, prediction: str = "velocity", precond=None,
-                 num_classes: int = 0, family: str = "flow", kind: str = "caf"):
+                 num_classes: int = 0, family: str = "caf", kind: str = "caf"):
         path = path or LinearPath()
         if not isinstance(path, LinearPath) or path.t_max != 1.0:
             raise ValueError(f"a CAF model runs on the linear path with t_max = 1 (the noise end of its constant-"
@@ -121,8 +111,8 @@ class CAFModel(Model):
             raise ValueError(f"a CAF model predicts \"velocity\" without preconditioning; got prediction "
                              f"{prediction!r}, precond {getattr(precond, 'name', precond)!r}. Set model.prediction = "
                              f"\"velocity\" and model.precond = {{name = \"none\"}}")
-        if family != "flow" or kind != "caf":
-            raise ValueError(f"a CAF model has family 'flow' and kind 'caf', got {family!r} and {kind!r}")
+        if family != "caf" or kind != "caf":
+            raise ValueError(f"a CAF model has family 'caf' and kind 'caf', got {family!r} and {kind!r}")
         super().__init__(network, path, prediction, NoPrecond(), num_classes, family, kind)
 
     def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None, part: str = "velocity",
@@ -142,9 +132,8 @@ class CAFModel(Model):
         return out.to(x.dtype)
 
 
-@register_objective
 @dataclass(frozen=True)
-class CAFLoss:
+class CAFLoss(Objective):
     """Constant Acceleration Flow's two losses (Park et al. 2024, Sec. 3.1-3.2; see this module's docstring), summed
     with `acceleration_weight` on the second. `noise` is the fixed coupling (reflow pairs: 2-rectified CAF, the
     paper's setting); without it fresh noise gives 1-rectified CAF. h = 1.5 is the paper's CIFAR-10 setting
@@ -152,7 +141,7 @@ class CAFLoss:
     training range (flow.sample_times; the paper's default is uniform)."""
 
     name: ClassVar[str] = "caf"
-    family: ClassVar[str] = "flow"
+    takes_pairs: ClassVar[bool] = True
     h: float = 1.5
     time_distribution: str = "uniform"
     m: float = 0.0
@@ -166,29 +155,38 @@ class CAFLoss:
         if not self.s > 0 or not self.acceleration_weight >= 0:
             raise ValueError(f"caf needs s > 0 and acceleration_weight >= 0, got {self.s}, {self.acceleration_weight}")
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+    def loss(self, model, batch: Batch, **_) -> Tensor:
         if getattr(model, "kind", None) != "caf":
             raise ValueError("objective 'caf' trains a CAF model (set model.kind = \"caf\")")
-        eps = torch.randn_like(x0) if noise is None else noise
+        x0, labels = batch.x0, batch.labels
+        eps = torch.randn_like(x0) if batch.noise is None else batch.noise
         n = x0.shape[0]
         t = flow.sample_times(model.path, n, self.time_distribution, self.m, self.s, x0.device).to(x0.dtype)
         u0 = self.h * (eps - x0)
         x_t, _ = caf_state(x0, eps, t, u0)
-        loss_v = _mean_per_sample((model(x_t, t, labels, part="velocity") - u0) ** 2)
+        loss_v = mean_per_sample((model(x_t, t, labels, part="velocity") - u0) ** 2)
         with torch.no_grad():  # the acceleration model learns to correct the velocity model's own u0 (IC)
             u_hat = model(eps, torch.ones_like(t), labels, part="velocity")
         x_t, a = caf_state(x0, eps, t, u_hat)
-        loss_a = _mean_per_sample((model(x_t, t, labels, part="acceleration", v0=u_hat) - a) ** 2)
+        loss_a = mean_per_sample((model(x_t, t, labels, part="acceleration", v0=u_hat) - a) ** 2)
         return loss_v + self.acceleration_weight * loss_a
 
 
-def build_caf_model(config) -> CAFModel:
+def build_caf_model(family: Family, config: Config) -> CAFModel:
     """The CAF model a training config describes (model.kind = "caf", objective "caf"): two UNets of the
     model.network preset (the acceleration one with twice the input channels)."""
     m = config.model
-    if m.kind != "caf" or config.objective.name != "caf":
-        raise ValueError(f"model.kind \"caf\" and objective \"caf\" go together; got kind {m.kind!r} and objective "
-                         f"{config.objective.name!r}")
     unet = unet_config(m.network, image_size=config.data.image_size, num_classes=m.num_classes, **m.unet)
     return CAFModel(CAFNetwork.from_config(unet), path_from_config(m.path), m.prediction,
                     precond_from_config(m.precond), m.num_classes)
+
+
+def load_caf_model(family: Family, meta: dict[str, Any], components: dict[str, nn.Module]) -> CAFModel:
+    network = CAFNetwork(components["velocity"], components["acceleration"])
+    return CAFModel.from_spec({**meta, "family": family.name}, network)
+
+
+FAMILY = register_family(Family(
+    name="caf", objectives=(CAFLoss,), kinds=("caf",), components=("velocity", "acceleration"),
+    summary="Constant Acceleration Flow (Park et al. 2024): initial velocity + acceleration networks",
+    builder=build_caf_model, loader=load_caf_model))

@@ -27,18 +27,23 @@ sigma_min must be the path's t_min (the curriculum's lowest level).
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
+from torch import nn
+
+from genstudio.core.paths import expand
+from genstudio.core.precond import ConsistencyPrecond  # noqa: F401  (defined with the other preconditionings)
+from genstudio.model import Guided, OnPath
+from genstudio.objective import Batch, Objective
+
+from ..registry import Family, register_family
 from .coupling import NoiseEncoder, check_coupling, coupled_noise
-from .objectives import register_objective
-from .paths import expand
-from .precond import ConsistencyPrecond  # noqa: F401  (defined with the other preconditionings)
 
 
 # ---- pure functions of the papers' formulas ------------------------------------------------------
@@ -75,15 +80,15 @@ def huber_c(dim: int) -> float:
     return 0.00054 * math.sqrt(dim)
 
 
-def _metric(loss: str, c: float | None, a: Tensor, b: Tensor) -> Tensor:
-    if loss == "pseudo_huber":
+def _metric(metric: str, c: float | None, a: Tensor, b: Tensor) -> Tensor:
+    if metric == "pseudo_huber":
         return pseudo_huber(a, b, huber_c(a[0].numel()) if c is None else c)
-    if loss == "l2":
+    if metric == "l2":
         return (a - b).flatten(1).pow(2).mean(1)
-    raise ValueError(f"unknown consistency loss {loss!r}; known: pseudo_huber, l2")
+    raise ValueError(f"unknown consistency metric {metric!r}; known: pseudo_huber, l2")
 
 
-def _check_model(model, loss: str, preconds: tuple[str, ...] = ("consistency",)) -> None:
+def _check_model(model, metric: str, preconds: tuple[str, ...] = ("consistency",)) -> None:
     precond = getattr(model, "precond", None)
     if getattr(model, "kind", "field") != "map" or getattr(precond, "name", None) not in preconds:
         raise ValueError(f"this consistency objective trains a model with kind 'map' and "
@@ -93,13 +98,12 @@ def _check_model(model, loss: str, preconds: tuple[str, ...] = ("consistency",))
     if precond.name == "consistency" and not math.isclose(precond.sigma_min, model.path.t_min):
         raise ValueError(f"the preconditioning's sigma_min {precond.sigma_min} must equal the path's t_min "
                          f"{model.path.t_min}")
-    if loss not in ("pseudo_huber", "l2"):
-        raise ValueError(f"unknown consistency loss {loss!r}; known: pseudo_huber, l2")
+    if metric not in ("pseudo_huber", "l2"):
+        raise ValueError(f"unknown consistency metric {metric!r}; known: pseudo_huber, l2")
 
 
-@register_objective
 @dataclass(frozen=True)
-class ICTLoss:
+class ICTLoss(Objective):
     """Improved consistency training (Song & Dhariwal 2023): per sample
     lambda(sigma_i) d(f(x + sigma_{i+1} z, sigma_{i+1}), sg f(x + sigma_i z, sigma_i)).
 
@@ -107,28 +111,27 @@ class ICTLoss:
     final discretization N = s1 + 1 is used."""
 
     name: ClassVar[str] = "ict"
-    family: ClassVar[str] = "consistency"
     s0: int = 10
     s1: int = 1280
     rho: float = 7.0
     P_mean: float = -1.1
     P_std: float = 2.0
-    loss: str = "pseudo_huber"
+    metric: str = "pseudo_huber"  # d: pseudo_huber or l2
     huber_c: float | None = None  # None: 0.00054 sqrt(d)
-    coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.coupling)
+    coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.families.consistency.coupling)
     kl_weight: float = 10.0
 
     def __post_init__(self) -> None:
         check_coupling(self.coupling)
 
-    def coupling_network(self, shape: tuple[int, ...]) -> NoiseEncoder | None:
-        """The trainable noise encoder this objective needs (coupling = "vct"), or None."""
-        check_coupling(self.coupling)
-        return NoiseEncoder(shape) if self.coupling == "vct" else None
+    def extra_modules(self, model, data_shape: tuple[int, ...]) -> dict[str, nn.Module]:
+        """VCT's trainable noise encoder (coupling = "vct")."""
+        return {"encoder": NoiseEncoder(data_shape)} if self.coupling == "vct" else {}
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None, *, step: int | None = None,
-                 total_steps: int | None = None, encoder=None) -> Tensor:
-        _check_model(model, self.loss)
+    def loss(self, model, batch: Batch, *, step: int | None = None, total_steps: int | None = None,
+             extra: dict[str, nn.Module] | None = None) -> Tensor:
+        x0, labels, encoder = batch.x0, batch.labels, (extra or {}).get("encoder")
+        _check_model(model, self.metric)
         path = model.path
         n = self.s1 + 1 if step is None or total_steps is None else ict_num_levels(step, total_steps, self.s0, self.s1)
         sigmas = karras_sigmas(n, path.t_min, path.t_max, self.rho).to(x0.device)
@@ -141,7 +144,7 @@ class ICTLoss:
         with torch.no_grad():
             target = model(x0 + expand(lo, x0) * z.detach(), lo, labels).detach()
         online = model(x0 + expand(hi, x0) * z, hi, labels)
-        return weight * _metric(self.loss, self.huber_c, online, target) + self.kl_weight * kl
+        return weight * _metric(self.metric, self.huber_c, online, target) + self.kl_weight * kl
 
 
 def ect_r(t: Tensor, stage: int, q: float = 2.0, k: float = 8.0, b: float = 1.0) -> Tensor:
@@ -158,9 +161,8 @@ def _same_randomness(device: torch.device):
         yield
 
 
-@register_objective
 @dataclass(frozen=True)
-class ECTLoss:
+class ECTLoss(Objective):
     """Easy consistency tuning (Geng et al. 2024): t ~ LogNormal(P_mean, P_std), r = ect_r(t, stage),
     shared noise z and dropout; loss d(f(x + t z, t), sg f(x + r z, r)) / (t - r), f(., 0) = x, with
     d = sqrt(||.||^2 + c^2) - c. The stage is min(step // double_every, max_stage) (double_every default:
@@ -168,7 +170,6 @@ class ECTLoss:
     last stage of a 4-stage run is used. Start it from a trained EDM model with train.init_from."""
 
     name: ClassVar[str] = "ect"
-    family: ClassVar[str] = "consistency"
     P_mean: float = -1.1
     P_std: float = 2.0
     q: float = 2.0
@@ -177,10 +178,10 @@ class ECTLoss:
     c: float = 0.0
     double_every: int = 0
     max_stage: int = 8  # beyond ~8 halvings t and r agree to float32 precision: no signal left
-    coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.coupling)
+    coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.families.consistency.coupling)
     kl_weight: float = 10.0
 
-    coupling_network = ICTLoss.coupling_network
+    extra_modules = ICTLoss.extra_modules
 
     def __post_init__(self) -> None:
         check_coupling(self.coupling)
@@ -189,8 +190,9 @@ class ECTLoss:
         every = self.double_every or max(1, (total_steps or 4) // 4)
         return 3 if step is None else min(step // every, self.max_stage)
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None, *, step: int | None = None,
-                 total_steps: int | None = None, encoder=None) -> Tensor:
+    def loss(self, model, batch: Batch, *, step: int | None = None, total_steps: int | None = None,
+             extra: dict[str, nn.Module] | None = None) -> Tensor:
+        x0, labels, encoder = batch.x0, batch.labels, (extra or {}).get("encoder")
         _check_model(model, "pseudo_huber", preconds=("edm", "consistency"))
         path = model.path
         t = torch.exp(self.P_mean + self.P_std * torch.randn(x0.shape[0], device=x0.device, dtype=torch.float64))
@@ -208,27 +210,8 @@ class ECTLoss:
         return pseudo_huber(online, target, self.c) / (t - r).to(x0.dtype) + self.kl_weight * kl
 
 
-_TEACHERS: dict[tuple[str, str], Any] = {}
-
-
-def load_teacher(teacher, device: torch.device):
-    """The frozen teacher: an in-memory model (used as given) or an exported genstudio model's folder,
-    loaded once per (folder, device)."""
-    if not isinstance(teacher, (str, Path)):
-        return teacher
-    key = (str(Path(teacher).resolve()), str(device))
-    if key not in _TEACHERS:
-        from .checkpoint import load_model
-
-        model, _ = load_model(teacher, device=device)
-        model.requires_grad_(False)
-        _TEACHERS[key] = model.eval()
-    return _TEACHERS[key]
-
-
-@register_objective
 @dataclass(frozen=True)
-class CDLoss:
+class CDLoss(Objective):
     """Consistency distillation (Song et al. 2023, Alg. 2): n ~ U{1..N-1}, x_{n+1} = x + sigma_{n+1} z,
     x^_n = one step of the zoo ODE solver `solver` (on the teacher) from sigma_{n+1} to sigma_n; loss
     d(f(x_{n+1}, sigma_{n+1}), sg f(x^_n, sigma_n)) with lambda = 1.
@@ -238,26 +221,36 @@ class CDLoss:
     The target is the online model under stop-gradient (no EMA target network)."""
 
     name: ClassVar[str] = "cd"
-    family: ClassVar[str] = "consistency"
     teacher: Any = None
     solver: str = "heun"
     N: int = 18
     rho: float = 7.0
-    loss: str = "l2"
+    metric: str = "l2"  # d: l2 or pseudo_huber
     huber_c: float | None = None
     guidance: float = 1.0
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None) -> Tensor:
-        import samplers
-        from .model import Guided, OnPath
-
-        _check_model(model, self.loss)
+    def frozen_modules(self, load: Callable[[str], nn.Module]) -> dict[str, nn.Module]:
+        """The teacher: an exported model's folder, loaded once, or (from Python) a model object."""
         if self.teacher is None:
             raise ValueError("cd needs objective option `teacher` (an exported diffusion model's folder)")
+        if not isinstance(self.teacher, (str, os.PathLike)):
+            return {"teacher": self.teacher}
+        return {"teacher": load(str(self.teacher)).requires_grad_(False).eval()}
+
+    def loss(self, model, batch: Batch, *, extra: dict[str, nn.Module] | None = None, **_) -> Tensor:
+        import samplers
+
+        x0, labels = batch.x0, batch.labels
+        _check_model(model, self.metric)
         spec = samplers.get(self.solver)
         if "field" not in spec.needs or spec.stochastic:
             raise ValueError(f"cd needs a deterministic field solver, not {self.solver!r}")
-        teacher = load_teacher(self.teacher, x0.device)
+        teacher = (extra or {}).get("teacher")
+        if teacher is None:
+            if self.teacher is None or isinstance(self.teacher, (str, os.PathLike)):
+                raise ValueError("cd needs its teacher loaded: train it with genstudio.train, or pass "
+                                 "extra=objective.frozen_modules(load) (or a model object as teacher)")
+            teacher = self.teacher
         path = model.path
         view = teacher if teacher.path == path else OnPath(teacher, path)
         sigmas = karras_sigmas(self.N, path.t_min, path.t_max, self.rho).to(x0.device)
@@ -275,4 +268,10 @@ class CDLoss:
                 x_lo[sel] = spec.fn(guided, x_hi[sel], ts).to(x0.dtype)
             target = model(x_lo, lo, labels).detach()
         online = model(x_hi, hi, labels)
-        return _metric(self.loss, self.huber_c, online, target)
+        return _metric(self.metric, self.huber_c, online, target)
+
+
+FAMILY = register_family(Family(
+    name="consistency", objectives=(ICTLoss, ECTLoss, CDLoss), kinds=("map",),
+    summary="consistency models: iCT (Song & Dhariwal 2023), ECT (Geng et al. 2024), CD (Song et al. 2023), "
+            "VCT noise coupling (Silvestri et al. 2025)"))

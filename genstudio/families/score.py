@@ -1,4 +1,4 @@
-"""The score family's objectives: denoising score matching over many noise levels.
+"""The score family: its objectives are: denoising score matching over many noise levels.
 
 Both are (1/2) lambda(sigma) ||s(x~, sigma) - grad log q(x~ | x)||^2 with lambda = sigma^2, i.e.
 
@@ -21,8 +21,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .objectives import register_objective
-from .predictions import convert
+from genstudio.core.predictions import convert
+from genstudio.objective import Batch, Objective
+
+from .registry import Family, register_family
 
 
 def sigma_weighted_dsm(model, x0: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -35,9 +37,8 @@ def sigma_weighted_dsm(model, x0: Tensor, t: Tensor, labels: Tensor | None = Non
     return 0.5 * (sigma * score + eps).flatten(1).pow(2).mean(1)
 
 
-@register_objective
 @dataclass(frozen=True)
-class NCSNLoss:
+class NCSNLoss(Objective):
     """Denoising score matching over L geometric noise levels sigma_1 = sigma_max > ... > sigma_L = sigma_min,
     one level drawn uniformly per sample, weighted by lambda(sigma) = sigma^2 (Song & Ermon 2019, Eq. 6).
     The defaults are NCSNv2's CIFAR-10 ladder: 50 down to 0.01 in 232 levels (Song & Ermon 2020, Techniques 1-2
@@ -46,7 +47,6 @@ class NCSNLoss:
     ladder spans t = 1 .. 0."""
 
     name: ClassVar[str] = "ncsn"
-    family: ClassVar[str] = "score"
     sigma_max: float = 50.0
     sigma_min: float = 0.01
     num_levels: int = 232
@@ -62,27 +62,31 @@ class NCSNLoss:
         return torch.exp(torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), int(self.num_levels),
                                         dtype=torch.float64, device=device))
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None) -> Tensor:
+    def loss(self, model, batch: Batch, **_) -> Tensor:
+        x0 = batch.x0
         level = torch.randint(0, int(self.num_levels), (x0.shape[0],), device=x0.device)
         t = model.path.t_from_sigma_tilde(self.sigmas(x0.device)[level]).to(x0.dtype)
-        return sigma_weighted_dsm(model, x0, t, labels)
+        return sigma_weighted_dsm(model, x0, t, batch.labels)
 
 
-@register_objective
 @dataclass(frozen=True)
-class VESDELoss:
+class VESDELoss(Objective):
     """The continuous score-SDE objective: t ~ U(t_min, path.t_max), lambda(t) = sigma(t)^2 (Song et al. 2021,
     Eq. 7 and score_sde's loss without likelihood weighting; t_min = 1e-5 is its training eps). On the VE path
     this is the VE-SDE objective; on a VP path the same code is score-SDE's VP objective."""
 
     name: ClassVar[str] = "vesde"
-    family: ClassVar[str] = "score"
     t_min: float = 1e-5
 
-    def __call__(self, model, x0: Tensor, labels: Tensor | None = None) -> Tensor:
-        path = model.path
+    def loss(self, model, batch: Batch, **_) -> Tensor:
+        x0, path = batch.x0, model.path
         if not 0 <= self.t_min < path.t_max:
             raise ValueError(f"vesde needs 0 <= t_min < path t_max = {path.t_max}, got t_min = {self.t_min}")
         u = torch.rand(x0.shape[0], device=x0.device, dtype=torch.float64)
         t = (self.t_min + (path.t_max - self.t_min) * u).to(x0.dtype)
-        return sigma_weighted_dsm(model, x0, t, labels)
+        return sigma_weighted_dsm(model, x0, t, batch.labels)
+
+
+FAMILY = register_family(Family(
+    name="score", objectives=(NCSNLoss, VESDELoss),
+    summary="score models: NCSN (Song & Ermon 2019, 2020) and the VE score SDE (Song et al. 2021)"))

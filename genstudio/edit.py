@@ -1,0 +1,268 @@
+"""Editing verbs on a loaded pipeline: inpaint, SDEdit, purify, interpolate. Each registers like a sampler, with
+the model kinds it supports, so the API and the studio ask `editors(model)` / `get_editor(name, model)` instead
+of branching on what a model is. A verb may have one implementation per kind (inpainting: annealed Langevin on a
+field, multistep consistency jumps on a map).
+
+Every verb takes the pipeline first (`genstudio.api.Pipeline`: its model, device, defaults and checks), and
+draws image i's noise from seed + i.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+import samplers
+from samplers.grids import make_grid
+from samplers.inpaint import inpaint_annealed_langevin, inpaint_consistency
+from samplers.run import prior, run_sampler
+
+from .core.noise import generators, randn_like
+from .data import to_model_range
+from .images import to_uint8
+
+
+@dataclass(frozen=True)
+class EditorSpec:
+    name: str
+    fn: Callable
+    kinds: tuple[str, ...]
+    paper: str
+    describe: Callable[..., str] | None = None  # a one-line account of a run, for the studio
+
+    def summary(self, **settings: Any) -> str:
+        return self.describe(**settings) if self.describe else self.name
+
+
+EDITORS: dict[tuple[str, str], EditorSpec] = {}
+
+
+def register_editor(*, name: str, kinds: Sequence[str], paper: str, describe: Callable[..., str] | None = None):
+    """Decorator: add an implementation of verb `name` for the model kinds `kinds`."""
+    def wrap(fn: Callable) -> Callable:
+        for kind in kinds:
+            if (name, kind) in EDITORS:
+                raise ValueError(f"editor {name!r} registered twice for kind {kind!r}")
+            EDITORS[name, kind] = EditorSpec(name, fn, tuple(kinds), paper, describe)
+        return fn
+    return wrap
+
+
+def editors(model) -> list[str]:
+    """The verbs that can edit with `model`."""
+    return list(dict.fromkeys(name for name, _ in EDITORS if (name, model.kind) in EDITORS))
+
+
+def get_editor(name: str, model) -> EditorSpec:
+    if (name, model.kind) in EDITORS:
+        return EDITORS[name, model.kind]
+    known = sorted({n for n, _ in EDITORS})
+    if name not in known:
+        raise ValueError(f"unknown editor {name!r}; known: {', '.join(known)}")
+    raise ValueError(f"{name!r} cannot edit with a {model.kind!r} model; editors for it: "
+                     f"{', '.join(editors(model)) or 'none'}")
+
+
+# ---- shared pieces -----------------------------------------------------------------------------------------
+
+def model_images(pipe, images: np.ndarray, what: str = "images") -> torch.Tensor:
+    """uint8 (H, W, 3) or (B, H, W, 3) -> (B, 3, H, W) in [-1, 1] on the pipeline's device."""
+    images = np.asarray(images)
+    size = pipe.image_shape[1:]
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-3:] != size + (3,):
+        raise ValueError(f"{what} must be uint8 (H, W, 3) or (B, H, W, 3) with H, W = {size}; "
+                         f"got {images.dtype} {images.shape}")
+    images = images[None] if images.ndim == 3 else images
+    return to_model_range(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)).to(pipe.device)
+
+
+def strength_time(path, strength: float) -> float:
+    """The time t_s that an edit of `strength` in [0, 1] noises to: strength 0 is t = 0 (the data),
+    strength 1 is t_max, and in between the noise level sigma/alpha runs as Karras' rho = 7 schedule
+    (Karras et al. 2022, Eq. 5), so the slider is even in perceived noise on every path."""
+    strength = float(strength)
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if strength == 0:
+        return 0.0
+    if strength == 1:
+        return float(path.t_max)
+    s_min, s_max = path.sigma_tilde_range()
+    rho = 7.0
+    sig = (s_min ** (1 / rho) + strength * (s_max ** (1 / rho) - s_min ** (1 / rho))) ** rho
+    t = float(path.t_from_sigma_tilde(torch.tensor(sig, dtype=torch.float64)))
+    return min(max(t, float(path.t_min)), float(path.t_max))
+
+
+def grid_below(path, grid: str, steps: int, t_s: float) -> torch.Tensor | None:
+    """`grid` with `steps` steps on [0, t_s]; None when t_s is at or below the path's t_min (nothing to do)."""
+    if t_s <= float(path.t_min):
+        return None
+    if t_s >= float(path.t_max):
+        return make_grid(grid, path, steps)
+    if "t_max" in inspect.signature(samplers.GRIDS[grid]).parameters:
+        return make_grid(grid, path, steps, t_max=t_s)
+    full = make_grid(grid, path, steps)
+    kept = full[full <= t_s]
+    return kept if len(kept) > 1 else None
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """Spherical interpolation between a (w = 0) and b (w = 1), exact at both ends (Shoemake 1985)."""
+    a64, b64 = a.double(), b.double()
+    cos = (a64 * b64).sum() / (a64.norm() * b64.norm())
+    theta = torch.arccos(cos.clamp(-1, 1))
+    if float(theta) < 1e-4:
+        out = (1 - w) * a64 + w * b64
+    else:
+        out = (torch.sin((1 - w) * theta) * a64 + torch.sin(w * theta) * b64) / torch.sin(theta)
+    return out.to(a.dtype)
+
+
+def _inpaint_inputs(pipe, image: np.ndarray, mask: np.ndarray, n: int | None):
+    images = np.asarray(image)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-3:] != pipe.image_shape[1:] + (3,):
+        raise ValueError(f"image must be uint8 (H, W, 3) or (B, H, W, 3) with H, W = {pipe.image_shape[1:]}; "
+                         f"got {images.dtype} {images.shape}")
+    if images.ndim == 3:
+        images = np.repeat(images[None], 1 if n is None else n, axis=0)
+    elif n not in (None, len(images)):
+        raise ValueError(f"n = {n} completions asked for a batch of {len(images)} images (one each)")
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.shape != images.shape[1:3]:
+        raise ValueError(f"mask must be bool (H, W) = {images.shape[1:3]}, True where known; "
+                         f"got {mask.dtype} {mask.shape}")
+    x_known = to_model_range(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).to(pipe.device)
+    return x_known, torch.from_numpy(mask)[None, None].to(pipe.device), len(images)
+
+
+def _steps(steps: int | None, default: int) -> int:
+    steps = default if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return steps
+
+
+# ---- the verbs ---------------------------------------------------------------------------------------------
+
+@register_editor(name="inpaint", kinds=("field",), paper="Song & Ermon 2019, NCSN, Sec. 5 and App. B.3",
+                 describe=lambda steps, per_level: f"annealed Langevin: {steps} levels x {per_level} steps")
+@torch.no_grad()
+def inpaint_field(pipe, image: np.ndarray, mask: np.ndarray, n: int | None = None, seed: int = 0,
+                  steps: int | None = None, labels=None, guidance: float = 1.0, steps_per_level: int = 5,
+                  step_lr: float | None = None, callback=None) -> np.ndarray:
+    """NCSN's annealed Langevin inpainting over `steps` noise levels (default 100)."""
+    samplers.get("annealed_langevin", pipe.model)
+    steps = _steps(steps, 100)
+    x_known, mask, n = _inpaint_inputs(pipe, image, mask, n)
+    field = pipe.field(labels, n, guidance)
+    x = inpaint_annealed_langevin(field, x_known, mask, make_grid("logsnr", pipe.model.path, steps),
+                                  generator=generators([int(seed) + i for i in range(n)]),
+                                  steps_per_level=steps_per_level, step_lr=step_lr, callback=callback)
+    return to_uint8(x)
+
+
+@register_editor(name="inpaint", kinds=("map",), paper="Song et al. 2023, Consistency Models, Alg. 4",
+                 describe=lambda steps, per_level: f"multistep consistency jumps: {steps} jumps")
+@torch.no_grad()
+def inpaint_map(pipe, image: np.ndarray, mask: np.ndarray, n: int | None = None, seed: int = 0,
+                steps: int | None = None, labels=None, guidance: float = 1.0, steps_per_level: int = 5,
+                step_lr: float | None = None, callback=None) -> np.ndarray:
+    """Multistep consistency inpainting over `steps` jumps (default 8); steps_per_level and step_lr do not apply."""
+    steps = _steps(steps, 8)
+    x_known, mask, n = _inpaint_inputs(pipe, image, mask, n)
+    field = pipe.field(labels, n, guidance)
+    x = inpaint_consistency(field, x_known, mask, make_grid("jumps", pipe.model.path, steps),
+                            generator=generators([int(seed) + i for i in range(n)]), callback=callback)
+    return to_uint8(x)
+
+
+@register_editor(name="sdedit", kinds=("field", "map"), paper="Meng et al. 2022, SDEdit")
+@torch.no_grad()
+def sdedit(pipe, images: np.ndarray, strength: float, sampler: str | None = None, steps: int | None = None,
+           grid: str | None = None, seed: int = 0, labels=None, guidance: float = 1.0, callback=None,
+           sampler_options: dict[str, Any] | None = None):
+    """Noise `images` to the time of `strength` (strength_time) on the model's path, then run `sampler` from there
+    to 0 on `grid` restricted to [0, t_s] (`steps` steps; a grid without a t_max option, such as ddpm, keeps its
+    times <= t_s). Strength 0 returns the input unchanged (NFE 0); strength 1 starts from pure noise and equals
+    `generate` with the same seed."""
+    from .api import SampleResult
+
+    x0 = model_images(pipe, images)
+    spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
+    t0, n, path = time.perf_counter(), len(x0), pipe.model.path
+    t_s = strength_time(path, strength)
+    gens = generators([int(seed) + i for i in range(n)])
+    z = randn_like(torch.empty(x0.shape), gens).to(pipe.device)
+    ts = grid_below(path, grid, steps, t_s)
+    if ts is None:
+        return SampleResult(to_uint8(x0), 0, time.perf_counter() - t0, sampler, 0, grid)
+    field = pipe.field(labels, n, guidance)
+    if t_s >= float(path.t_max):
+        start = prior(path, z, ts)
+    else:
+        start = path.sample(x0.double(), z.double(), torch.tensor(float(ts[0]), dtype=torch.float64)).float()
+    x = run_sampler(spec, field, None, ts, start=start, generator=gens, callback=callback, **options)
+    return SampleResult(to_uint8(x), field.nfe, time.perf_counter() - t0, sampler, len(ts) - 1, grid)
+
+
+@register_editor(name="purify", kinds=("field", "map"), paper="Nie et al. 2022, DiffPure")
+def purify(pipe, images: np.ndarray, strength: float = 0.3, sampler: str | None = None, steps: int | None = None,
+           **kwargs):
+    """SDEdit at a small noise level, which drowns small (e.g. adversarial) perturbations and then denoises.
+    The default strength 0.3 noises to sigma/alpha of about 0.3 on EDM's range, close to DiffPure's t* = 0.1
+    on the VP-SDE (sigma/alpha = 0.34). Takes sdedit's options."""
+    if not 0 < float(strength) <= 0.6:
+        raise ValueError(f"purification noises a little: strength must be in (0, 0.6], got {strength}")
+    return sdedit(pipe, images, strength, sampler, steps, **kwargs)
+
+
+@register_editor(name="interpolate", kinds=("field", "map"), paper="Song et al. 2021, DDIM, Sec. 5.4 (slerp)")
+@torch.no_grad()
+def interpolate(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), images: np.ndarray | None = None,
+                sampler: str | None = None, steps: int | None = None, grid: str | None = None,
+                label: int | None = None, guidance: float = 1.0, callback=None,
+                sampler_options: dict[str, Any] | None = None):
+    """`frames` images along a spherical interpolation between two starting points, sampled with `sampler`: the
+    noises of `seeds` (a, b), whose end frames are exactly `generate`'s images for seeds a and b with a
+    deterministic sampler; or, given `images` (two uint8 (H, W, 3)), their latents from ODE inversion
+    (samplers.invert) with `sampler`, which must then be invertible. Stochastic samplers draw their fresh noise
+    from seed a for every frame. NFE counts inversion and sampling."""
+    from .api import SampleResult
+
+    frames = int(frames)
+    if not 2 <= frames <= 64:
+        raise ValueError(f"frames must be in 2..64, got {frames}")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != 2:
+        raise ValueError(f"need two seeds, got {len(seeds)}")
+    spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
+    t0 = time.perf_counter()
+    ts = make_grid(grid, pipe.model.path, steps)
+    field = pipe.field(None if label is None else [int(label)] * 2, 2, guidance)
+    if images is None:
+        z = randn_like(torch.empty((2, *pipe.image_shape)), generators(seeds))
+        ends = prior(pipe.model.path, z.to(pipe.device), ts)
+    else:
+        if not spec.invertible:
+            inv = [n for n in pipe.samplers() if samplers.get(n).invertible]
+            raise ValueError(f"interpolating images inverts them with the sampler, and {sampler!r} cannot "
+                             f"invert; invertible samplers for this model: {', '.join(inv) or 'none'}")
+        x0 = model_images(pipe, images)
+        if len(x0) != 2:
+            raise ValueError(f"need two images to interpolate between, got {len(x0)}")
+        ends = samplers.invert(field, x0, ts, sampler=sampler, **options).float()
+    w = torch.linspace(0, 1, frames, dtype=torch.float64)
+    x = torch.stack([slerp(ends[0], ends[1], float(v)) for v in w])
+    gens = []
+    for _ in range(frames):  # seed a's generator, advanced past its starting noise as in generate
+        g = generators([seeds[0]])[0]
+        torch.randn(pipe.image_shape, generator=g)
+        gens.append(g)
+    field = pipe.field(None if label is None else [int(label)] * frames, frames, guidance, nfe=field.nfe)
+    x = run_sampler(spec, field, None, ts, start=x.to(pipe.device), generator=gens, callback=callback, **options)
+    return SampleResult(to_uint8(x), field.nfe, time.perf_counter() - t0, sampler, steps, grid)

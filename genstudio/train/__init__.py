@@ -1,0 +1,40 @@
+"""The one training loop, on Accelerate, for every family (the objective is the plug-in).
+
+    accelerate launch -m genstudio.train --config configs/edm_cifar10.toml [--resume] [--section.key VALUE ...]
+
+Read it in three parts: `setup` (the model and objective a config builds, checks, data, schedules), `step`
+(one optimizer step), `state` (save and resume), tied together by `loop.run`.
+
+Determinism: the data order is a pure function of (seed, step) and the global RNG is re-seeded at every step
+from (seed, step, process), so a resumed run replays the exact per-step losses of an uninterrupted one from the
+restored weights, optimizer, EMA and LR schedule.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genstudio.config import load_config
+
+from .loop import run, save_sample_grid
+from .setup import batch_indices, build_checked, build_model, init_weights, learning_rate, step_seed, training_data, validate
+from .state import EMA_FILE, RUN_CHECKPOINTS, STATE_FILE, NonFiniteLossError, latest_checkpoint
+
+__all__ = ["run", "main", "build_model", "build_checked", "validate", "init_weights", "training_data", "batch_indices",
+           "learning_rate", "step_seed", "latest_checkpoint", "save_sample_grid", "NonFiniteLossError",
+           "EMA_FILE", "RUN_CHECKPOINTS", "STATE_FILE"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genstudio train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Any config key can be overridden: --train.lr 1e-4, --data.source PATH, ...")
+    parser.add_argument("--config", help="TOML config file (see configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        run(load_config(args.config, rest), resume=args.resume)
+    except (ValueError, NonFiniteLossError) as e:  # config, data and checkpoint errors explain themselves
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

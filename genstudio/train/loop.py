@@ -1,0 +1,188 @@
+"""The run: set up, then one step after another with logging, sample grids and checkpoints, until the last
+step, a stop request (SIGTERM/SIGINT: checkpoint and exit) or too many non-finite steps in a row."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import samplers
+from genstudio.atomic import write_json
+from genstudio.checkpoint import export_model, load_model
+from genstudio.config import Config, ConfigError
+from genstudio.ema import EMA
+from genstudio.images import image_grid, save_png
+from genstudio.model import Model
+
+from . import state
+from .setup import build_checked, init_weights, summary, training_data
+from .state import NonFiniteLossError, Progress
+from .step import Distributed, TrainingData, train_step
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checkpoints and exits at the end of the step."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def save_sample_grid(model: Model, defaults: dict[str, Any], count: int, path: Path) -> None:
+    """A PNG grid of `count` samples (seeds 0..count-1, labels cycling through the classes)."""
+    from genstudio.api import Pipeline
+
+    device = next(model.parameters()).device
+    labels = [i % model.num_classes for i in range(count)] if model.num_classes else None
+    save_png(image_grid(Pipeline(model, {"defaults": defaults}, device).generate(count, labels=labels).images), path)
+
+
+def _accelerator(config: Config, out: Path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration
+
+    AcceleratorState._reset_state()  # let one process run() several configs (its mixed precision is per run)
+    return Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard",
+                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+
+
+def run(config: Config, resume: bool = False) -> dict[str, Any]:
+    """Train as configured; returns a summary. Raises NonFiniteLossError if training diverges."""
+    from tqdm.auto import tqdm
+
+    # ---- set-up ----
+    tc = config.train
+    torch.manual_seed(tc.seed)  # the initial weights
+    model, objective = build_checked(config)
+    out = Path(tc.output_dir)
+    has_checkpoint = state.latest_checkpoint(out) is not None
+    if not resume and has_checkpoint:
+        raise ConfigError(f"{out} already holds checkpoints of a run: continue it with --resume, "
+                          f"or choose another train.output_dir")
+    if tc.init_from and not (resume and has_checkpoint):
+        init_weights(model, tc.init_from)  # a fresh run only: a resumed one loads its own state
+    accelerator = _accelerator(config, out)
+    world, main = accelerator.num_processes, accelerator.is_main_process
+
+    ema = EMA(model, tc.ema_half_life_kimg, tc.ema_rampup_ratio, 0.0 if tc.ema_half_life_kimg else tc.ema_decay)
+    with accelerator.main_process_first():  # the main process fills the decode cache first
+        data = TrainingData(*training_data(config, model.num_classes))
+    extra = objective.extra_modules(model, tuple(data.images.shape[1:]))
+    frozen = objective.frozen_modules(lambda folder: load_model(folder, device=accelerator.device)[0])
+    groups = objective.optimizer_groups(model, extra)
+    optimizer = torch.optim.AdamW([{"params": g.params, "name": g.name, "lr_scale": g.lr_scale} for g in groups],
+                                  lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    model, *prepared, optimizer = accelerator.prepare(model, *extra.values(), optimizer)
+    extra = dict(zip(extra, prepared))
+    ema.to(accelerator.device)
+    unwrapped = accelerator.unwrap_model(model)
+    forward = Distributed(model, unwrapped)
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        state.remove_interrupted_saves(out)
+    progress = (state.resume(accelerator, ema, config, out) if resume else None) or Progress()
+    if resume and progress.step == 0:
+        accelerator.print(f"no checkpoint in {out / state.RUN_CHECKPOINTS}: starting from scratch")
+    if main:
+        write_json(out / "config.json", config.to_dict())
+        state.truncate_log(out, progress.step)
+        accelerator.init_trackers("train", config=_flat_scalars(config.to_dict()))
+
+    batch_images = tc.batch_size * world * tc.grad_accum
+    defaults = {"sampler": tc.sample_sampler, "steps": tc.sample_steps,
+                "grid": samplers.default_grid(samplers.get(tc.sample_sampler), unwrapped.path)}
+    prior_wall, t0 = progress.wall_time_s, time.time()
+
+    def save(step: int) -> None:
+        progress.step, progress.wall_time_s = step, round(prior_wall + time.time() - t0, 1)
+        images = step * batch_images
+        state.save(accelerator, ema, config, out, progress, images, export=lambda: export_model(
+            ema.model, out / "model", training=summary(config, step, images, progress.wall_time_s, world),
+            defaults=defaults))
+
+    # ---- the steps ----
+    start = progress.step
+    bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=not (main and tc.progress),
+               dynamic_ncols=True, desc="train")
+    last_time, last_step, stopped, done = time.time(), start, False, start
+    model.train()
+    with _StopFlag() as stop:
+        for step in bar:
+            r = train_step(step, config=config, accelerator=accelerator, model=model, forward=forward,
+                           objective=objective, extra={**extra, **frozen}, optimizer=optimizer, data=data,
+                           num_classes=unwrapped.num_classes, stop_requested=stop.stop)
+            if r.grad_bad and not r.loss_bad and accelerator.scaler is not None:  # fp16 loss scaling
+                accelerator.print(f"step {step + 1}: fp16 gradient overflow; update skipped, loss scale lowered")
+            elif r.bad:
+                progress.nonfinite_streak += 1
+                accelerator.print(f"step {step + 1}: non-finite loss or gradient ({float(r.loss):.4g}); update "
+                                  f"skipped ({progress.nonfinite_streak}/{tc.max_nonfinite} in a row)")
+                if progress.nonfinite_streak >= tc.max_nonfinite:
+                    accelerator.end_training()
+                    last = state.latest_checkpoint(out)
+                    raise NonFiniteLossError(
+                        f"{progress.nonfinite_streak} non-finite steps in a row (last at step {step + 1}): training "
+                        f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr, set train.grad_clip, "
+                        f"or try train.mixed_precision = \"no\"; then rerun with --resume.")
+            if not r.bad:
+                progress.nonfinite_streak = 0
+                ema.update(unwrapped, (step + 1) * batch_images, batch_images)
+            done = step + 1
+
+            # ---- logging ----
+            loss_all = float(accelerator.reduce(r.loss.reshape(1), reduction="mean"))
+            if main:
+                state.append_log(out, {"step": done, "time": round(time.time(), 2), "loss": loss_all, "lr": r.lr,
+                                       "grad_norm": float(r.grad_norm), "skipped": r.bad,
+                                       **{f"loss_{k}": v for k, v in r.group_losses.items()}})
+            if done % tc.log_every == 0 or done == tc.max_steps:
+                now = time.time()
+                ips = (done - last_step) * batch_images / max(now - last_time, 1e-9)
+                last_time, last_step = now, done
+                accelerator.log({"loss": loss_all, "lr": r.lr, "img_per_s": ips,
+                                 "grad_norm": float(r.grad_norm)}, step=done)
+                bar.set_postfix(loss=f"{loss_all:.4f}", img_s=f"{ips:.0f}")
+            if tc.sample_every and done % tc.sample_every == 0 and main:
+                save_sample_grid(ema.model, defaults, tc.sample_count, out / "samples" / f"step_{done:08d}.png")
+
+            # ---- save ----
+            periodic = done % tc.checkpoint_every == 0 and progress.nonfinite_streak == 0  # none inside a streak
+            if r.stopping or periodic or done == tc.max_steps:  # skipped updates leave the last good weights
+                save(done)
+            if r.stopping:
+                accelerator.print(f"stop requested: checkpoint saved at step {done}; continue with --resume")
+                stopped = True
+                break
+    bar.close()
+    accelerator.end_training()
+    return {"step": done, "stopped_early": stopped, "output_dir": str(out), "model": str(out / "model")}
+
+
+def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_scalars(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
