@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import format_table, synchronize  # bench/common.py
+
 from genstudio.atomic import write_json
 from genstudio.data import DataError, load_images
 from genstudio.evaluation.classifier import CifarResNet, default_classifier_path, save_classifier

@@ -50,8 +50,6 @@ from pathlib import Path
 
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests.gaussian
 
-from common import format_table, synchronize  # noqa: E402  (bench/common.py)
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -60,16 +58,17 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import format_table, synchronize  # noqa: E402  (bench/common.py)
 
 import samplers  # noqa: E402
 from genstudio.atomic import write_text  # noqa: E402
-from genstudio.images import to_uint8  # noqa: E402
-from genstudio.model import Guided  # noqa: E402
 from genstudio.core.noise import generators, randn_like  # noqa: E402
 from genstudio.core.paths import EDMPath, expand  # noqa: E402
 from genstudio.core.predictions import convert  # noqa: E402
-from samplers.grids import make_grid  # noqa: E402
 from genstudio.core.toys import GaussianMixtureDenoiser  # noqa: E402
+from genstudio.images import to_uint8  # noqa: E402
+from genstudio.model import Guided  # noqa: E402
+from samplers.grids import make_grid  # noqa: E402
 
 DEFAULT_SAMPLERS = "ddim,euler,heun,dpmpp_2m,dpmpp_3m,unipc,euler_ancestral,dpmpp_2m_sde,rk4"
 BATCH = 256  # pipe.generate's batch size

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import format_table, synchronize  # bench/common.py
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import format_table, synchronize  # bench/common.py
 from genstudio.atomic import write_json
 from genstudio.config import Config, config_from_dict
 from genstudio.data import load_images

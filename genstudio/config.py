@@ -92,9 +92,11 @@ class Config:
 _SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}
 _CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): tuple(PRESETS)}
 _POSITIVE = {("train", k) for k in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
-                                    "log_every", "sample_steps", "sample_count", "max_nonfinite")} | {("data", "image_size")}
+                                    "log_every", "sample_steps", "sample_count", "max_nonfinite")}
+_POSITIVE |= {("data", "image_size")}
 _NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",
-                                       "ema_rampup_ratio", "sample_every")} | {("data", "limit"), ("model", "num_classes")}
+                                       "ema_rampup_ratio", "sample_every")}
+_NONNEGATIVE |= {("data", "limit"), ("model", "num_classes")}
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
@@ -140,7 +142,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             expected = _TYPES[fields[key].type] if isinstance(fields[key].type, str) else fields[key].type
             setattr(target, key, _check_type(section, key, value, expected))
     if config.train.ema_half_life_kimg == 0 and not 0 < config.train.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay must be in (0, 1) when train.ema_half_life_kimg is 0, got {config.train.ema_decay}")
+        raise ConfigError(f"train.ema_decay must be in (0, 1) when train.ema_half_life_kimg is 0, "
+                          f"got {config.train.ema_decay}")
     betas = config.train.adam_betas
     if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
         raise ConfigError(f"train.adam_betas must be two numbers in [0, 1), got {betas!r}")

@@ -77,7 +77,8 @@ class ImageSet:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
             raise ValueError(f"images must be uint8 (N, 3, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be int64 ({self.images.shape[0]},), got {self.labels.dtype} {tuple(self.labels.shape)}")
+            raise ValueError(f"labels must be int64 ({self.images.shape[0]},), "
+                             f"got {self.labels.dtype} {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -381,7 +382,8 @@ def _read_cache(cache: Path, key: str, image_size: int) -> ImageSet | None:
             raise ValueError("labels out of range of classes")
         return ImageSet(images, labels, classes, key)
     except Exception as e:
-        warnings.warn(f"ignoring unreadable data cache {tensors_path} ({type(e).__name__}: {e}); rebuilding it", stacklevel=3)
+        warnings.warn(f"ignoring unreadable data cache {tensors_path} ({type(e).__name__}: {e}); rebuilding it",
+                      stacklevel=3)
         return None
 
 

@@ -11,6 +11,7 @@ from .core.paths import NoisePath, expand, path_from_config, path_to_config
 from .core.precond import NoPrecond, precond_from_config, precond_to_config
 from .core.predictions import check_prediction, convert, to_x0_eps
 
+
 class Model(nn.Module):
     """A network trained to output `prediction` on `path`, optionally class-conditional.
 

@@ -48,8 +48,8 @@ def publish(run_dir: str | Path, dest: str | Path, grid_images: int = 100, timin
                          "guidance": guidance, "images": timing_images, "seconds": round(timing.seconds, 2),
                          "device": "cpu", "torch_threads": torch.get_num_threads(),
                          "note": "with guidance != 1 each evaluation runs the network on a doubled batch"},
-            "samples_png": {"seed": 0, "labels": "image i has label i % num_classes (one class per column)" if classes else None, "guidance": guidance,
-                            "sampler": grid.sampler, "steps": grid.steps},
+            "samples_png": {"seed": 0, "guidance": guidance, "sampler": grid.sampler, "steps": grid.steps,
+                            "labels": "image i has label i % num_classes (one class per column)" if classes else None},
             "scores": [],  # FID/IS with the offline classifier extractor: filled in by the evaluator
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         }

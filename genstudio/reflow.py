@@ -40,8 +40,18 @@ from samplers.run import prior, run_sampler
 
 from .atomic import atomic_write, write_json
 from .model import Guided
-from .pairs import (MANIFEST, MANIFEST_KEYS, PAIRS_KIND, PAIRS_VERSION, load_pairs, num_shards,  # noqa: F401
-                    pair_noise, pairs_complete, read_manifest, shard_name)  # load_pairs: reflow's public API
+from .pairs import (  # noqa: F401  (load_pairs: reflow's public API)
+    MANIFEST,
+    MANIFEST_KEYS,
+    PAIRS_KIND,
+    PAIRS_VERSION,
+    load_pairs,
+    num_shards,
+    pair_noise,
+    pairs_complete,
+    read_manifest,
+    shard_name,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # The model-agnostic core: any model with .path and a native prediction (a genstudio Model, a toy MLP Model,
@@ -205,8 +215,9 @@ def generate_pairs(checkpoint: str | Path, out_dir: str | Path, n: int, *, sampl
     to a temporary file and renamed, so a shard that exists is whole) and generates the missing ones; every
     shard's seeds and labels are checked, and a folder made with other settings is a clear error. Batches
     start at shard boundaries, so a resumed folder holds the same pairs as an uninterrupted one."""
-    from samplers.grids import make_grid
     from tqdm.auto import tqdm
+
+    from samplers.grids import make_grid
 
     from .api import Pipeline
 

@@ -22,7 +22,7 @@ def sample_dopri5(model, x, ts, *, generator=None, callback=None, rtol: float = 
     if t_end == 0:  # integrate to the last positive time (the path's t_min on a one-step grid), then Euler
         t_end = float(ts[-2]) if len(ts) > 2 else model.path.t_min
     t_start = float(ts[0])
-    calls = []
+    calls: list[int] = []
     lo, hi = min(t_start, t_end), max(t_start, t_end)
 
     def velocity(t, y):

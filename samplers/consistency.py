@@ -11,7 +11,8 @@ from genstudio.core.paths import expand
 from .registry import register
 
 
-@register(name="consistency", needs=("map", "field"), consumes="x0", ends_denoised=True, default_grid="jumps", stochastic=True, nfe_per_step=1,
+@register(name="consistency", needs=("map", "field"), consumes="x0", ends_denoised=True, default_grid="jumps",
+          stochastic=True, nfe_per_step=1,
           paper="Song et al. 2023, Consistency Models, Alg. 1")
 def sample_consistency(model, x, ts, *, generator=None, callback=None):
     """x0 = f(x, t_i); x = alpha(t_{i+1}) x0 + sigma(t_{i+1}) z; the grid's times are the jump points."""

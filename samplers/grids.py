@@ -11,11 +11,9 @@ from torch import Tensor
 
 from genstudio.core.paths import NoisePath
 
-_f64 = dict(dtype=torch.float64)
-
 
 def _with_zero(ts: Tensor) -> Tensor:
-    return torch.cat([ts.to(torch.float64), torch.zeros(1, **_f64)])
+    return torch.cat([ts.to(torch.float64), torch.zeros(1, dtype=torch.float64)])
 
 
 def _range(path: NoisePath, t_min: float | None, t_max: float | None) -> tuple[float, float]:
@@ -35,20 +33,20 @@ def _check_steps(steps: int) -> int:
 def uniform(path: NoisePath, steps: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """Uniform in t."""
     t_min, t_max = _range(path, t_min, t_max)
-    return _with_zero(torch.linspace(t_max, t_min, _check_steps(steps), **_f64))
+    return _with_zero(torch.linspace(t_max, t_min, _check_steps(steps), dtype=torch.float64))
 
 
 def even(path: NoisePath, steps: int, t_max: float | None = None) -> Tensor:
     """Evenly spaced from t_max down to 0 itself: steps of equal length, for few-step samplers (CAF,
     consistency) whose last step should not be wasted on [t_min, 0]."""
     t_max = path.t_max if t_max is None else float(t_max)
-    return torch.linspace(t_max, 0, _check_steps(steps) + 1, **_f64)
+    return torch.linspace(t_max, 0, _check_steps(steps) + 1, dtype=torch.float64)
 
 
 def quadratic(path: NoisePath, steps: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
     """Quadratic in t, denser near the data (Song et al. 2021, DDIM, Sec. D.2)."""
     t_min, t_max = _range(path, t_min, t_max)
-    u = torch.linspace(1, 0, _check_steps(steps), **_f64)
+    u = torch.linspace(1, 0, _check_steps(steps), dtype=torch.float64)
     return _with_zero(t_min + (t_max - t_min) * u**2)
 
 
@@ -66,7 +64,7 @@ def karras(path: NoisePath, steps: int, t_min: float | None = None, t_max: float
     (Karras et al. 2022, Eq. 5), mapped back to t."""
     t_min, t_max = _range(path, t_min, t_max)
     s_min, s_max = _sigma_range(path, t_min, t_max, sigma_max_cap)
-    u = torch.linspace(0, 1, _check_steps(steps), **_f64)
+    u = torch.linspace(0, 1, _check_steps(steps), dtype=torch.float64)
     sig = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
     return _with_zero(path.t_from_sigma_tilde(sig).clamp(t_min, t_max))
 
@@ -84,7 +82,7 @@ def logsnr(path: NoisePath, steps: int, t_min: float | None = None, t_max: float
     """Uniform in log-SNR (Lu et al. 2022, DPM-Solver's default for pixel models)."""
     t_min, t_max = _range(path, t_min, t_max)
     s_min, s_max = _sigma_range(path, t_min, t_max, sigma_max_cap)
-    lam = torch.linspace(-2 * math.log(s_max), -2 * math.log(s_min), _check_steps(steps), **_f64)
+    lam = torch.linspace(-2 * math.log(s_max), -2 * math.log(s_min), _check_steps(steps), dtype=torch.float64)
     return _with_zero(path.t_from_logsnr(lam).clamp(t_min, t_max))
 
 
@@ -97,11 +95,12 @@ def ddpm(path: NoisePath, steps: int, num_steps: int | None = None) -> Tensor:
     steps = _check_steps(steps)
     if steps > n:
         raise ValueError(f"at most {n} steps on a {n}-step schedule, got {steps}")
-    return _with_zero(torch.arange(steps - 1, -1, -1, **_f64) * (n // steps) + 1)
+    return _with_zero(torch.arange(steps - 1, -1, -1, dtype=torch.float64) * (n // steps) + 1)
 
 
 GRIDS: dict[str, Callable[..., Tensor]] = {
-    "uniform": uniform, "even": even, "jumps": jumps, "quadratic": quadratic, "karras": karras, "logsnr": logsnr, "ddpm": ddpm,
+    "uniform": uniform, "even": even, "jumps": jumps, "quadratic": quadratic, "karras": karras, "logsnr": logsnr,
+    "ddpm": ddpm,
 }
 
 

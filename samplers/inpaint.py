@@ -69,8 +69,9 @@ def inpaint_annealed_langevin(model, x_known: Tensor, mask: Tensor, ts: Tensor, 
 def inpaint_consistency(model, x_known: Tensor, mask: Tensor, ts: Tensor, *, generator=None, callback=None) -> Tensor:
     """Fill in the pixels where `mask` is False with a consistency model (Song et al. 2023, Alg. 4, zero-shot
     editing): at each jump time t_i, x0 = f(x, t_i) with the known pixels put back into x0, then
-    x = alpha(t_{i+1}) x0 + sigma(t_{i+1}) z. It starts from the known pixels noised to ts[0] (the others: noise alone); ts ends at 0
-    (e.g. the `jumps` grid). One evaluation per jump; the known pixels of the result equal x_known."""
+    x = alpha(t_{i+1}) x0 + sigma(t_{i+1}) z. It starts from the known pixels noised to ts[0] (the others: noise
+    alone); ts ends at 0 (e.g. the `jumps` grid). One evaluation per jump; the known pixels of the result equal
+    x_known."""
     if float(ts[-1]) != 0:
         raise ValueError("consistency inpainting needs a grid that ends at t = 0")
     path = model.path

@@ -18,7 +18,7 @@ class SamplerSpec:
     nfe_per_step: int | None  # network evaluations per step; None: adaptive, the run's counter says
     paper: str
     default_grid: str | None = None  # None: the model's path chooses (paths.NoisePath.default_grid)
-    nfe_offset: int = 0  # evaluations beyond steps * nfe_per_step: -1 when Heun's last step is Euler, +1 for a final denoise
+    nfe_offset: int = 0  # beyond steps * nfe_per_step: -1 when Heun's last step is Euler, +1 for a final denoise
     invertible: bool = False  # deterministic and runs just as well from data to noise (ODE inversion)
     ends_denoised: bool = False  # its last step returns the x0 prediction (so VE's sigma_min is removed)
 
@@ -27,8 +27,8 @@ class SamplerSpec:
         return None if self.nfe_per_step is None else steps * self.nfe_per_step + self.nfe_offset
 
 
-def register(*, name: str, needs: str | tuple[str, ...], consumes: str, stochastic: bool, nfe_per_step: int | None, paper: str,
-             default_grid: str | None = None, nfe_offset: int = 0, invertible: bool = False,
+def register(*, name: str, needs: str | tuple[str, ...], consumes: str, stochastic: bool, nfe_per_step: int | None,
+             paper: str, default_grid: str | None = None, nfe_offset: int = 0, invertible: bool = False,
              ends_denoised: bool = False):
     """Decorator: add a sampler with the shared signature
     `fn(model, x, ts, *, generator=None, callback=None, **opts) -> x` to the registry."""

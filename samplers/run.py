@@ -20,7 +20,7 @@ def run_sampler(spec: SamplerSpec, field, z: Tensor | None, ts: Tensor, *, start
     (x = prior(z) at ts[0]) or from `start`, the state at ts[0]."""
     if (z is None) == (start is None):
         raise ValueError("run_sampler takes noise z or a start state, exactly one of them")
-    x = prior(field.path, z, ts) if start is None else start
+    x = start if z is None else prior(field.path, z, ts)
     x = spec.fn(field, x, ts, generator=generator, callback=callback, **opts)
     if float(field.path.sigma(ts[-1].double())) > 0 and not spec.ends_denoised:
         x = field.x0(x, ts[-1].to(x.dtype))

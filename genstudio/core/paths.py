@@ -157,7 +157,8 @@ class VPLinearPath(NoisePath):
 
 @dataclass(frozen=True)
 class VPCosinePath(NoisePath):
-    """VP cosine schedule: alpha(t) = cos((t + s)/(1 + s) pi/2) / cos(s/(1 + s) pi/2) (Nichol & Dhariwal 2021, Eq. 17)."""
+    """VP cosine schedule: alpha(t) = cos((t + s)/(1 + s) pi/2) / cos(s/(1 + s) pi/2)
+    (Nichol & Dhariwal 2021, Eq. 17)."""
 
     name: ClassVar[str] = "vp_cosine"
     default_grid: ClassVar[str] = "logsnr"
@@ -276,7 +277,7 @@ PATHS: dict[str, type[NoisePath]] = {
 
 
 def path_to_config(path: NoisePath) -> dict[str, Any]:
-    return {"name": path.name, **dataclasses.asdict(path)}
+    return {"name": path.name, **dataclasses.asdict(path)}  # type: ignore[call-overload]  # every path is a dataclass
 
 
 def path_from_config(config: dict[str, Any] | str) -> NoisePath:
@@ -286,7 +287,7 @@ def path_from_config(config: dict[str, Any] | str) -> NoisePath:
     if name not in PATHS:
         raise ValueError(f"unknown noise path {name!r}; known paths: {', '.join(PATHS)}")
     cls = PATHS[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(config) - fields
     if unknown:
         raise ValueError(f"path {name!r} has no field(s) {sorted(unknown)}; its fields: {sorted(fields)}")

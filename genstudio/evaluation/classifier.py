@@ -110,7 +110,8 @@ def read_classifier_meta(path: str | Path) -> dict[str, Any]:
 
 def _header(path: Path) -> dict[str, str]:
     if not path.is_file():
-        raise ClassifierError(f"no classifier weights at {path}; train them with `python -m genstudio.evaluation.train_classifier`")
+        raise ClassifierError(f"no classifier weights at {path}; "
+                              "train them with `python -m genstudio.evaluation.train_classifier`")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -5,8 +5,8 @@
   (`--inception-weights PATH`) or torch-fidelity's download into torch hub's cache; they are read with
   `torch.load(weights_only=True)` (or safetensors), never unpickled as code.
 - `genstudio-c10`: this project's CIFAR-10 classifier (genstudio.evaluation.classifier): FID/KID/precision-recall on
-  its penultimate features (512-d for the shipped network), IS on its logits. Offline and fast on a CPU; its numbers are labeled
-  "c10 classifier" and are not comparable with Inception numbers.
+  its penultimate features (512-d for the shipped network), IS on its logits. Offline and fast on a CPU; its numbers
+  are labeled "c10 classifier" and are not comparable with Inception numbers.
 
 Both take uint8 (N, 3, H, W) images, as torch-fidelity's extractors do.
 """

@@ -1,6 +1,6 @@
 """FID against NFE: score a checkpoint for every sampler x step count, as a JSON table and a PNG plot.
 
-    genstudio.evaluation.sweep.sweep("checkpoints/edm_tiny_cifar10", ["euler", "heun", "dpmpp_2m"], [5, 10, 20], "runs/sweep")
+    sweep("checkpoints/edm_tiny_cifar10", ["euler", "heun", "dpmpp_2m"], [5, 10, 20], "runs/sweep")
 
 `<out>/sweep.json` is rewritten atomically after every cell and `<out>/fid_vs_nfe.png` redrawn, so an
 interrupted sweep loses at most the cell it was computing: run it again and the cells already done with

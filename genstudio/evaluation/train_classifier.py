@@ -30,7 +30,7 @@ from torch import Tensor
 from ..atomic import atomic_write
 from ..data import DataError, load_images
 from ..data import to_model_range as to_input
-from .classifier import ClassifierError, CifarResNet, load_classifier, save_classifier, weights_hash
+from .classifier import CifarResNet, ClassifierError, load_classifier, save_classifier, weights_hash
 
 
 def augment(x: Tensor, generator: torch.Generator, pad: int = 2, cutout: int = 0) -> Tensor:
@@ -177,7 +177,8 @@ def train(train_images: Tensor, train_labels: Tensor, *, epochs: int = 80, batch
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m genstudio.evaluation.train_classifier", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m genstudio.evaluation.train_classifier",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--train", default="$GENSTUDIO_DATA/cifar10/train.tar.gz",
                    help="training images (any data source; $GENSTUDIO_DATA is expanded)")
     p.add_argument("--test", default="$GENSTUDIO_DATA/cifar10/test.tar.gz",
@@ -253,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             "init": init_hash, "teacher": teacher_hash, "distill": args.distill if probs is not None else None,
             "wall_time_s": round(seconds, 1),
             "hardware": device_name, "weights_dtype": "float16 (BatchNorm statistics float32)",
-            "recipe": "python -m genstudio.evaluation.train_classifier " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "recipe": "python -m genstudio.evaluation.train_classifier "
+                      + " ".join(sys.argv[1:] if argv is None else argv)}
     out = save_classifier(model, args.out, meta)
     print(json.dumps(meta, indent=1))
     print(f"test accuracy {100 * test_acc:.2f}% (flip-averaged; {100 * plain_acc:.2f}% without) -> {out}")

@@ -1,8 +1,18 @@
 """Every family, registered once (genstudio.families.registry): importing this package registers them all."""
 from . import caf, consistency, diffusion, flow, score  # noqa: F401  (each registers its Family)
-from .registry import (FAMILIES, Family, build_from_config, family_for_checkpoint, family_of_objective,
-                       get_family, model_kinds, objective_from_config, objectives, register_family,
-                       unregister_family)
+from .registry import (
+    FAMILIES,
+    Family,
+    build_from_config,
+    family_for_checkpoint,
+    family_of_objective,
+    get_family,
+    model_kinds,
+    objective_from_config,
+    objectives,
+    register_family,
+    unregister_family,
+)
 
 __all__ = ["FAMILIES", "Family", "build_from_config", "family_for_checkpoint", "family_of_objective", "get_family",
            "model_kinds", "objective_from_config", "objectives", "register_family", "unregister_family"]

@@ -17,7 +17,16 @@ import sys
 from genstudio.config import load_config
 
 from .loop import run, save_sample_grid
-from .setup import batch_indices, build_checked, build_model, init_weights, learning_rate, step_seed, training_data, validate
+from .setup import (
+    batch_indices,
+    build_checked,
+    build_model,
+    init_weights,
+    learning_rate,
+    step_seed,
+    training_data,
+    validate,
+)
 from .state import EMA_FILE, RUN_CHECKPOINTS, STATE_FILE, NonFiniteLossError, latest_checkpoint
 
 __all__ = ["run", "main", "build_model", "build_checked", "validate", "init_weights", "training_data", "batch_indices",
@@ -28,7 +37,8 @@ __all__ = ["run", "main", "build_model", "build_checked", "validate", "init_weig
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genstudio train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Any config key can be overridden: --train.lr 1e-4, --data.source PATH, ...")
+                                     epilog="Any config key can be overridden: --train.lr 1e-4, "
+                                            "--data.source PATH, ...")
     parser.add_argument("--config", help="TOML config file (see configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
     args, rest = parser.parse_known_args(argv)

@@ -10,8 +10,16 @@ from genstudio.api import Pipeline
 from genstudio.images import image_grid
 
 from .. import validate as V
-from ..common import HEAVY, Shared, grid_choice, grid_dropdown, label_dropdown, label_guidance, label_updates, \
-    user_errors
+from ..common import (
+    HEAVY,
+    Shared,
+    grid_choice,
+    grid_dropdown,
+    label_dropdown,
+    label_guidance,
+    label_updates,
+    user_errors,
+)
 from ..components import CheckedEditor, CheckedImage, CheckedSlider
 
 

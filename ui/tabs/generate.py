@@ -14,8 +14,18 @@ from genstudio.api import Pipeline, SampleResult
 from genstudio.images import image_grid, to_uint8
 
 from .. import validate as V
-from ..common import AUTO_GRID, HEAVY, Shared, enlarged, grid_choice, grid_dropdown, label_dropdown, \
-    label_guidance, label_updates, user_errors
+from ..common import (
+    AUTO_GRID,
+    HEAVY,
+    Shared,
+    enlarged,
+    grid_choice,
+    grid_dropdown,
+    label_dropdown,
+    label_guidance,
+    label_updates,
+    user_errors,
+)
 from ..components import CheckedSlider
 from ..models import class_names
 

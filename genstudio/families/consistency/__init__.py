@@ -1,7 +1,8 @@
 """The consistency family: the boundary-condition preconditioning of consistency models and their
 training objectives.
 
-- `ConsistencyPrecond` ("consistency", defined in genstudio.precond and re-exported here): f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in x, c_noise) with
+- `ConsistencyPrecond` ("consistency", defined in genstudio.core.precond and re-exported here):
+  f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in x, c_noise) with
   c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2),
   c_out = (sigma - sigma_min) sigma_data / sqrt(sigma_data^2 + sigma^2),
   c_in = 1 / sqrt(sigma^2 + sigma_data^2), c_noise = 1000 * 0.25 * log(sigma + 1e-44)
@@ -33,9 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
-from torch import Tensor
-
-from torch import nn
+from torch import Tensor, nn
 
 from genstudio.core.paths import expand
 from genstudio.core.precond import ConsistencyPrecond  # noqa: F401  (defined with the other preconditionings)
@@ -44,7 +43,6 @@ from genstudio.objective import Batch, Objective
 
 from ..registry import Family, register_family
 from .coupling import NoiseEncoder, check_coupling, coupled_noise
-
 
 # ---- pure functions of the papers' formulas ------------------------------------------------------
 
@@ -63,8 +61,9 @@ def ict_num_levels(step: int, total_steps: int, s0: int = 10, s1: int = 1280) ->
 
 
 def lognormal_index_probs(sigmas: Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> Tensor:
-    """p(sigma_i) proportional to erf((ln sigma_{i+1} - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_i - P_mean) / (sqrt 2 P_std)),
-    i = 1..N-1 (iCT, Sec. 3.5): index 0 here is the pair (sigma_1, sigma_2)."""
+    """p(sigma_i) proportional to
+    erf((ln sigma_{i+1} - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_i - P_mean) / (sqrt 2 P_std)), i = 1..N-1
+    (iCT, Sec. 3.5): index 0 here is the pair (sigma_1, sigma_2)."""
     e = torch.erf((torch.log(sigmas.double()) - p_mean) / (math.sqrt(2) * p_std))
     p = e[1:] - e[:-1]
     return p / p.sum()

@@ -193,7 +193,8 @@ def export_diffusers(model: Model, folder: str | Path) -> Path:
     with atomic_folder(folder) as tmp:
         save_components(model.components(), tmp)
         diffusers.DDIMScheduler(**config).save_pretrained(str(tmp / "scheduler"))
-        write_json(tmp / "model_index.json", {"_class_name": "DDIMPipeline", "_diffusers_version": diffusers.__version__,
+        write_json(tmp / "model_index.json", {"_class_name": "DDIMPipeline",
+                                              "_diffusers_version": diffusers.__version__,
                                               "scheduler": ["diffusers", "DDIMScheduler"],
                                               "unet": ["diffusers", "UNet2DModel"]})
     return Path(folder)
