@@ -124,20 +124,17 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
 
 
 def _inpaint_inputs(pipe, image: np.ndarray, mask: np.ndarray, n: int | None):
-    images = np.asarray(image)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-3:] != pipe.image_shape[1:] + (3,):
-        raise ValueError(f"image must be uint8 (H, W, 3) or (B, H, W, 3) with H, W = {pipe.image_shape[1:]}; "
-                         f"got {images.dtype} {images.shape}")
-    if images.ndim == 3:
-        images = np.repeat(images[None], 1 if n is None else n, axis=0)
-    elif n not in (None, len(images)):
-        raise ValueError(f"n = {n} completions asked for a batch of {len(images)} images (one each)")
+    """(known images, mask (1, 1, H, W), count): one image repeated n times, or a batch taken one each."""
+    x_known = model_images(pipe, image, "image")
+    if np.ndim(image) == 3:
+        x_known = x_known.repeat(1 if n is None else n, 1, 1, 1)
+    elif n not in (None, len(x_known)):
+        raise ValueError(f"n = {n} completions asked for a batch of {len(x_known)} images (one each)")
     mask = np.asarray(mask)
-    if mask.dtype != np.bool_ or mask.shape != images.shape[1:3]:
-        raise ValueError(f"mask must be bool (H, W) = {images.shape[1:3]}, True where known; "
+    if mask.dtype != np.bool_ or mask.shape != tuple(x_known.shape[2:]):
+        raise ValueError(f"mask must be bool (H, W) = {tuple(x_known.shape[2:])}, True where known; "
                          f"got {mask.dtype} {mask.shape}")
-    x_known = to_model_range(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).to(pipe.device)
-    return x_known, torch.from_numpy(mask)[None, None].to(pipe.device), len(images)
+    return x_known, torch.from_numpy(mask)[None, None].to(pipe.device), len(x_known)
 
 
 def _steps(steps: int | None, default: int) -> int:
