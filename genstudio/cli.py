@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--sampler", default=None, help="default: the checkpoint's recommendation")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--grid", default=None, help="a time grid of samplers.GRIDS (default: the sampler's, else the path's); "
-                                                "an unknown one is an error that lists them")
+    p.add_argument("--grid", default=None,
+                   help="a time grid of samplers.GRIDS (default: the sampler's, else the path's); an unknown one "
+                        "is an error that lists them")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--labels", default=None, help="class labels, comma-separated, repeated to n")
     p.add_argument("--guidance", type=float, default=1.0)
