@@ -1,5 +1,8 @@
-"""Closed-form denoisers for Gaussian and Gaussian-mixture data: exact models for testing samplers."""
+"""Toy 2-D distributions (two moons, Gaussian mixtures) and closed-form denoisers for Gaussian and Gaussian-mixture
+data: exact models for testing samplers, and data to train small models on."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -32,3 +35,19 @@ class GaussianMixtureDenoiser(nn.Module):
 
 def gaussian(path: NoisePath, mean: Tensor, var: Tensor) -> GaussianMixtureDenoiser:
     return GaussianMixtureDenoiser(path, mean[None], var[None])
+
+
+def two_moons(n: int, g: torch.Generator) -> Tensor:
+    """Two interleaved half circles (n // 2 points on the upper one) with noise 0.05, roughly standardized."""
+    upper = torch.arange(n) < n // 2
+    a = torch.rand(n, generator=g) * math.pi
+    top = torch.stack([torch.cos(a), torch.sin(a)], 1)
+    x = torch.where(upper[:, None], top, torch.stack([1 - torch.cos(a), 0.5 - torch.sin(a)], 1))
+    x = x + 0.05 * torch.randn(n, 2, generator=g)
+    return (x - torch.tensor([0.5, 0.25])) / torch.tensor([0.87, 0.5])
+
+
+def mixture(n: int, g: torch.Generator, means: Tensor, std: float) -> tuple[Tensor, Tensor]:
+    """n points of the equal-weight mixture of N(means[k], std^2 I), and the component k each was drawn from."""
+    k = torch.randint(0, len(means), (n,), generator=g)
+    return means[k] + std * torch.randn(n, means.shape[1], generator=g), k

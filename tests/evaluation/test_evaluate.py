@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,8 @@ from genstudio.evaluation.metrics import Evaluator, MetricsError, default_refere
 from genstudio.evaluation.sweep import sweep
 from genstudio.train import build_model
 
-from ..conftest import make_toy_folder, toy_config
+from tests.helpers import ROOT, make_toy_folder, toy_config
 
-ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
 NO_CIFAR = ("no offline CIFAR-10 copy: set GENSTUDIO_DATA to the folder holding cifar10/train.tar.gz and "
             "cifar10/test.tar.gz")

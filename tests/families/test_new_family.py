@@ -19,7 +19,7 @@ from genstudio.model import Model
 from genstudio.nets import UNetBackbone, unet_config
 from genstudio.objective import Batch, Objective, mean_per_sample
 from genstudio.train import run
-from tests.conftest import MICRO_UNET, make_toy_folder
+from tests.helpers import MICRO_UNET, make_toy_folder
 
 
 # 1. The objective: a frozen dataclass whose fields are its config options.

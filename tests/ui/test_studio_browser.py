@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_ui_fixtures import field_checkpoint, serve
+from tests.helpers import field_checkpoint, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from .test_ui_fixtures import SIZE, field_checkpoint, map_checkpoint, serve
+from tests.helpers import SIZE, field_checkpoint, map_checkpoint, serve
 
 AUTO = "auto (the sampler's default)"
 

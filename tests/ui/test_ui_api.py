@@ -4,7 +4,7 @@ import pytest
 
 from genstudio.api import Pipeline
 
-from .test_ui_fixtures import field_checkpoint, map_checkpoint
+from tests.helpers import field_checkpoint, map_checkpoint
 
 
 @pytest.fixture(scope="module")

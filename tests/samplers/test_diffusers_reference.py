@@ -9,7 +9,7 @@ from genstudio.nets import UNetBackbone
 from genstudio.core.paths import VPDiscretePath
 from samplers.grids import make_grid
 
-from .conftest import MICRO_UNET
+from tests.helpers import MICRO_UNET
 
 
 def test_ddim_on_the_discrete_path_matches_diffusers_ddim_scheduler():

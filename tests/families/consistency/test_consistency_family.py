@@ -7,42 +7,16 @@ import pytest
 import torch
 
 import genstudio
-import samplers
 from genstudio.config import config_from_dict
 from genstudio.families.consistency import (CDLoss, ICTLoss, huber_c, ict_num_levels, karras_sigmas,
                                    lognormal_index_probs, pseudo_huber)
-from genstudio.model import Guided, Model
+from genstudio.model import Model
 from genstudio.core.paths import EDMPath
 from genstudio.core.precond import ConsistencyPrecond, precond_from_config
 from genstudio.train import run, validate
-from samplers.grids import make_grid
 
-from .conftest import toy_config
 from genstudio.core.toys import GaussianMixtureDenoiser
-from .test_flow_family import MLP, sliced_wasserstein
-
-PATH = EDMPath(t_max=10.0)
-MEANS = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [1.0, -1.0]])
-STD = 0.15
-
-
-def mixture(n, g):
-    k = torch.randint(0, len(MEANS), (n,), generator=g)
-    return MEANS[k] + STD * torch.randn(n, 2, generator=g)
-
-
-def cm(seed=0):
-    torch.manual_seed(seed)
-    return Model(MLP(), PATH, "x0", ConsistencyPrecond(), family="consistency", kind="map")
-
-
-def one_step(model, n, steps=1, seed=2):
-    spec = samplers.get("consistency", model)
-    # two steps jump at sigma = 0.5 (the Karras grid's 2-step middle point is sigma_min, a no-op jump)
-    ts = make_grid("karras", model.path, 1) if steps == 1 else torch.tensor([model.path.t_max, 0.5, 0.0])
-    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed)) * float(ts[0])
-    with torch.no_grad():
-        return spec.fn(Guided(model), x, ts, generator=torch.Generator().manual_seed(seed + 1))
+from tests.helpers import CM_MEANS, CM_PATH, CM_STD, MLP, cm, cm_mixture, one_step, sliced_wasserstein, toy_config
 
 
 def train(model, objective, steps, batch=256, lr=2e-3):
@@ -50,7 +24,7 @@ def train(model, objective, steps, batch=256, lr=2e-3):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)
     for k in range(steps):
-        loss = objective(model, mixture(batch, g), None, **({"step": k, "total_steps": steps}
+        loss = objective(model, cm_mixture(batch, g), None, **({"step": k, "total_steps": steps}
                                                             if isinstance(objective, ICTLoss) else {})).mean()
         opt.zero_grad()
         loss.backward()
@@ -67,7 +41,7 @@ def test_boundary_condition_is_exact():
         assert torch.equal(model(x, torch.full((64,), 0.002)), x)
         assert torch.equal(model(x, 0.002), x)
         assert not torch.allclose(model(x, 0.5), x)
-    c_skip, c_out, c_in, c_noise = precond.scalings(PATH, torch.tensor([[0.002], [1.0]], dtype=torch.float64))
+    c_skip, c_out, c_in, c_noise = precond.scalings(CM_PATH, torch.tensor([[0.002], [1.0]], dtype=torch.float64))
     assert c_skip[0].item() == 1.0 and c_out[0].item() == 0.0
     assert math.isclose(c_skip[1].item(), 0.25 / (0.998**2 + 0.25))
     assert math.isclose(c_out[1].item(), 0.998 * 0.5 / math.sqrt(1.25))
@@ -126,7 +100,7 @@ def test_ict_index_histogram():
 @pytest.fixture(scope="module")
 def data():
     g = torch.Generator().manual_seed(10)
-    return mixture(4000, g), mixture(4000, torch.Generator().manual_seed(11))
+    return cm_mixture(4000, g), cm_mixture(4000, torch.Generator().manual_seed(11))
 
 
 def test_ict_trains_a_toy(data):
@@ -144,7 +118,7 @@ def test_ict_trains_a_toy(data):
 
 def test_cd_trains_a_toy_from_an_exact_teacher(data):
     target, fresh = data
-    teacher = GaussianMixtureDenoiser(PATH, MEANS, torch.full_like(MEANS, STD**2))
+    teacher = GaussianMixtureDenoiser(CM_PATH, CM_MEANS, torch.full_like(CM_MEANS, CM_STD**2))
     before = sliced_wasserstein(one_step(cm(), 4000), target)
     trained = train(cm(), CDLoss(teacher=teacher, solver="heun", N=18), steps=1000)
     after1 = sliced_wasserstein(one_step(trained, 4000, 1), target)
@@ -155,7 +129,7 @@ def test_cd_trains_a_toy_from_an_exact_teacher(data):
 
 
 def test_consistency_objectives_reject_a_field():
-    field = Model(MLP(), PATH, "x0", family="consistency")
+    field = Model(MLP(), CM_PATH, "x0", family="consistency")
     with pytest.raises(ValueError, match="map"):
         ICTLoss()(field, torch.zeros(4, 2))
 

@@ -8,24 +8,9 @@ from genstudio.core.paths import PATHS, EDMPath, LinearPath, VPDiscretePath
 from samplers.grids import make_grid
 
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
+from tests.helpers import MEAN, VAR, exact_flow, prior
 
-MEAN = torch.tensor([0.5, -0.3], dtype=torch.float64)
-VAR = torch.tensor([0.25, 0.04], dtype=torch.float64)
 GRID_FOR = {"edm": "karras"}
-
-
-def exact_flow(path, x_t, t, s):
-    """The probability-flow ODE of Gaussian data in closed form: x_t = alpha mu + sqrt(alpha^2 v + sigma^2) z."""
-    t, s = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
-    std = lambda u: torch.sqrt(path.alpha(u) ** 2 * VAR + path.sigma(u) ** 2)  # noqa: E731
-    return path.alpha(s) * MEAN + std(s) / std(t) * (x_t - path.alpha(t) * MEAN)
-
-
-def prior(path, ts, n, seed=0):
-    """x at ts[0] from the exact marginal of the Gaussian data (so no prior mismatch)."""
-    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    t = ts[0]
-    return path.alpha(t) * MEAN + torch.sqrt(path.alpha(t) ** 2 * VAR + path.sigma(t) ** 2) * z
 
 
 @pytest.mark.parametrize("name", ["ddim", "euler", "heun", "ddpm"])

@@ -22,10 +22,8 @@ from genstudio.reflow import generate_pairs, read_reflow_config, sample_pairs, s
 from genstudio.train import build_model, validate
 from samplers.grids import make_grid
 
-from .conftest import toy_config
-from .test_flow_family import MLP, sliced_wasserstein, train, two_moons
-
-ROOT = Path(__file__).resolve().parent.parent
+from genstudio.core.toys import two_moons
+from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train
 
 
 def test_reflow_straightens_two_moons_and_one_step_sampling_improves():

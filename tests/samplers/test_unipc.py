@@ -14,9 +14,8 @@ from genstudio.nets import UNetBackbone
 from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
 from samplers.grids import make_grid
 
-from .conftest import MICRO_UNET
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
-from .test_samplers import MEAN, VAR, exact_flow, prior
+from tests.helpers import MEAN, MICRO_UNET, VAR, exact_flow, prior
 
 ALL = range(10_000)  # disable_corrector=ALL: the predictor UniP-p alone
 

@@ -3,7 +3,6 @@ the paper's formula and is minimised by the true score, NCSN inpainting recovers
 family runs through the config, the trainer and the API."""
 import functools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +22,9 @@ from samplers.grids import make_grid
 from samplers.inpaint import inpaint_annealed_langevin
 from samplers.stochastic import sample_annealed_langevin
 
-from .conftest import toy_config
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
+from tests.helpers import ROOT, toy_config
 
-ROOT = Path(__file__).resolve().parent.parent
 f64 = dict(dtype=torch.float64)
 
 # -- a 2-D toy: three Gaussians, sd 0.25, weights 1/4, 1/4, 1/2 -----------------------------------------

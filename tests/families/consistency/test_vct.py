@@ -11,9 +11,7 @@ from genstudio.families.consistency import ICTLoss
 from genstudio.families.consistency.coupling import NoiseEncoder, coupled_noise, gaussian_kl
 from genstudio.train import run
 
-from .conftest import toy_config
-from .test_consistency_family import cm, mixture, one_step
-from .test_flow_family import sliced_wasserstein
+from tests.helpers import cm, cm_mixture, one_step, sliced_wasserstein, toy_config
 
 
 def test_gaussian_kl_closed_form():
@@ -37,12 +35,12 @@ def train_toy(coupling: str, seed: int, steps: int = 2000):
     opt = torch.optim.Adam([*model.parameters(), *encoder.parameters()], lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     for k in range(steps):
-        loss = objective(model, mixture(256, g), None, step=k, total_steps=steps,
+        loss = objective(model, cm_mixture(256, g), None, step=k, total_steps=steps,
                          extra={"encoder": encoder} if coupling == "vct" else {}).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    target = mixture(4000, torch.Generator().manual_seed(10))
+    target = cm_mixture(4000, torch.Generator().manual_seed(10))
     with torch.no_grad():
         _, kl = coupled_noise(encoder, target[:512], torch.full((512,), 1.0))
     return sliced_wasserstein(one_step(model.eval(), 4000, 1), target), float(kl.mean())

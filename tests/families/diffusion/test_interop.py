@@ -17,7 +17,7 @@ from genstudio.core.paths import EDMPath, VPDiscretePath, VPLinearPath
 from genstudio.core.precond import EDMPrecond
 from samplers.grids import make_grid
 
-from .conftest import MICRO_UNET
+from tests.helpers import MICRO_UNET
 
 SHAPE = (2, 3, 8, 8)
 

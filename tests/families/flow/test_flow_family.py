@@ -1,7 +1,5 @@
 """Flow matching / rectified flow: the objective trains 2-D toys, its target is the exact velocity, its
 time distributions have the stated moments, and the trainer exports a flow model every field sampler drives."""
-import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,57 +16,16 @@ from genstudio.core.predictions import convert
 from genstudio.train import run, validate
 from samplers.grids import make_grid
 
-from .conftest import toy_config
-from genstudio.core.toys import gaussian
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class MLP(nn.Module):
-    """F(x, c_noise, labels) for 2-D points: sinusoidal features of t = c_noise / 1000, a label embedding
-    (num_classes + 1 rows, the last the CFG "no label" class) added to the first hidden layer."""
-
-    def __init__(self, num_classes: int = 0, width: int = 128, freqs: int = 8):
-        super().__init__()
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(freqs) / 2)
-        self.inp = nn.Linear(2 + 2 * freqs, width)
-        self.label = nn.Embedding(num_classes + 1, width) if num_classes else None
-        self.body = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width),
-                                  nn.SiLU(), nn.Linear(width, 2))
-
-    def forward(self, x, c_noise, labels=None):
-        f = (c_noise.float() / 1000).reshape(-1, 1) * self.freqs
-        h = self.inp(torch.cat([x, torch.sin(f), torch.cos(f)], 1))
-        if self.label is not None:
-            h = h + self.label(labels)
-        return self.body(h)
-
-
-def two_moons(n: int, g: torch.Generator) -> torch.Tensor:
-    """Two interleaved half circles (n // 2 points on the upper one) with noise 0.05, roughly standardized."""
-    upper = torch.arange(n) < n // 2
-    a = torch.rand(n, generator=g) * math.pi
-    top = torch.stack([torch.cos(a), torch.sin(a)], 1)
-    x = torch.where(upper[:, None], top, torch.stack([1 - torch.cos(a), 0.5 - torch.sin(a)], 1))
-    x = x + 0.05 * torch.randn(n, 2, generator=g)
-    return (x - torch.tensor([0.5, 0.25])) / torch.tensor([0.87, 0.5])
-
+from genstudio.core import toys
+from genstudio.core.toys import gaussian, two_moons
+from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train
 
 MEANS = torch.tensor([[-1.5, 0.0], [1.5, 0.0]])  # class k is mixture component k
 STD = 0.4
 
 
 def mixture(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = torch.randint(0, 2, (n,), generator=g)
-    return MEANS[labels] + STD * torch.randn(n, 2, generator=g), labels
-
-
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: int = 128) -> float:
-    """SW_2 between two equal-size point clouds over fixed random directions."""
-    d = torch.randn(directions, a.shape[1], generator=torch.Generator().manual_seed(1), dtype=a.dtype)
-    d = d / d.norm(dim=1, keepdim=True)
-    pa, pb = (a @ d.T).sort(0).values, (b @ d.T).sort(0).values
-    return float(((pa - pb) ** 2).mean().sqrt())
+    return toys.mixture(n, g, MEANS, STD)
 
 
 def sample(model, n, sampler="euler", steps=50, labels=None, guidance=1.0, seed=2):
@@ -77,24 +34,6 @@ def sample(model, n, sampler="euler", steps=50, labels=None, guidance=1.0, seed=
     x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed)) * model.path.sigma(ts[0]).float()
     with torch.no_grad():
         return spec.fn(Guided(model, labels, guidance), x, ts)
-
-
-def train(model, data_fn, objective, steps=1500, batch=256, label_dropout=0.0):
-    """A plain Adam loop on the objective (the trainer's label dropout, done here by hand)."""
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        x0, labels = data_fn(batch, g)
-        if labels is not None:
-            labels = torch.where(torch.rand(batch) < label_dropout, torch.full_like(labels, model.null_label), labels)
-        loss = objective(model, x0, labels).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from genstudio.core.paths import LinearPath, VPDiscretePath
 from samplers.grids import make_grid
 
 from genstudio.core.toys import gaussian
-from .test_samplers import MEAN, VAR, prior
+from tests.helpers import MEAN, VAR, prior
 
 
 def test_dopri5_on_a_one_step_grid_still_integrates():

@@ -20,16 +20,13 @@ from genstudio.reflow import sample_pairs
 from genstudio.train import run, validate
 from samplers.grids import make_grid
 
-from .conftest import toy_config
-from .test_flow_family import MLP, sliced_wasserstein, train, two_moons
-from .test_train import _write_pairs
-
-ROOT = Path(__file__).resolve().parent.parent
+from genstudio.core.toys import two_moons
+from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train, write_pairs
 
 
 class Net(nn.Module):
     """F(x, c_noise) for 2-D outputs from `in_dim` inputs (4 for the acceleration part: x and the initial
-    velocity), with sinusoidal features of t = c_noise / 1000 (as test_flow_family.MLP)."""
+    velocity), with sinusoidal features of t = c_noise / 1000 (as tests.helpers.MLP)."""
 
     def __init__(self, in_dim: int = 2, width: int = 128, freqs: int = 8):
         super().__init__()
@@ -137,7 +134,7 @@ def test_caf_one_step_beats_rectified_flow_one_step_on_the_same_pairs(moons_pair
 
 @pytest.fixture
 def caf_config(tmp_path):
-    pairs = _write_pairs(tmp_path / "pairs")
+    pairs = write_pairs(tmp_path / "pairs")
 
     def make(**train):
         cfg = toy_config(tmp_path, pairs, **train)
@@ -191,7 +188,7 @@ def test_caf_config_validates(tmp_path):
     assert config.model.kind == "caf" and config.data.flip is False and config.train.sample_sampler == "caf"
     assert config.train.sample_steps == 1 and config.objective.options["h"] == 1.5
     # validate checks the training objective against the data only when data.source is a pairs folder: use one
-    config.data.source = str(_write_pairs(tmp_path / "pairs", size=32))
+    config.data.source = str(write_pairs(tmp_path / "pairs", size=32))
     model = validate(config)
     assert isinstance(model, CAFModel) and model.kind == "caf" and model.num_classes == 10
     assert model.network.velocity.config["in_channels"] == 3 and model.network.accel.config["in_channels"] == 6

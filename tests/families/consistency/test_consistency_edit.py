@@ -50,7 +50,7 @@ def test_map_checkpoint_inpaints_and_sdedits(tmp_path, toy_data):
     from genstudio.config import config_from_dict
     from genstudio.train import run
 
-    from .conftest import toy_config
+    from tests.helpers import toy_config
 
     cfg = toy_config(tmp_path, toy_data, max_steps=2, checkpoint_every=2, sample_sampler="consistency",
                      sample_steps=1)

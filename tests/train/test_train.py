@@ -17,9 +17,7 @@ from genstudio.checkpoint import load_model
 from genstudio.config import ConfigError, config_from_dict, load_config
 from genstudio.train import NonFiniteLossError, batch_indices, latest_checkpoint, run
 
-from .conftest import toy_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, toy_config, write_pairs
 
 
 def losses(run_dir) -> dict[int, float]:
@@ -297,26 +295,11 @@ def test_a_log_line_cut_short_by_a_crash_does_not_break_resume(tmp_path, toy_dat
     assert sorted(losses(tmp_path / "run")) == list(range(1, 7))
 
 
-def _write_pairs(folder, n=16, size=8):
-    from safetensors.torch import save_file
-
-    from genstudio.checkpoint import write_json
-
-    folder.mkdir(parents=True)
-    write_json(folder / "manifest.json", {"kind": "genstudio-pairs", "version": 1, "image_shape": [3, size, size],
-                                          "total": n, "shard_size": 8, "seed": 100, "num_classes": 2})
-    for k in range(n // 8):
-        seeds = torch.arange(100 + 8 * k, 100 + 8 * (k + 1))
-        save_file({"x0": torch.rand(8, 3, size, size).half() * 2 - 1, "seeds": seeds, "labels": seeds % 2},
-                  str(folder / f"pairs-{k:05d}.safetensors"))
-    return folder
-
-
 def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
     from genstudio.core.noise import generators, randn_like
     from genstudio.pairs import load_pairs
 
-    pairs_dir = _write_pairs(tmp_path / "pairs")
+    pairs_dir = write_pairs(tmp_path / "pairs")
     pairs = load_pairs(pairs_dir)
     torch.testing.assert_close(pairs.noise[3], randn_like(torch.empty(1, 3, 8, 8), generators([103]))[0])
     cfg = toy_config(tmp_path, pairs_dir, max_steps=3)

@@ -12,9 +12,8 @@ from genstudio.core.noise import generators
 from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
 from samplers.grids import make_grid
 
-from .conftest import MICRO_UNET
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
-from .test_samplers import MEAN, VAR, exact_flow, prior
+from tests.helpers import MEAN, MICRO_UNET, VAR, exact_flow, prior
 
 NAMES = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "dpmpp_3m_sde"]
 

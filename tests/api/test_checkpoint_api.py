@@ -14,7 +14,7 @@ from genstudio.config import config_from_dict
 from genstudio.model import Guided
 from genstudio.train import build_model
 
-from .conftest import toy_config
+from tests.helpers import toy_config
 
 
 @pytest.fixture

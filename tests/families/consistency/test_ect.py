@@ -18,9 +18,7 @@ from genstudio.core.precond import precond_from_config
 from genstudio.train import run
 from samplers.grids import make_grid
 
-from .conftest import toy_config
-from .test_consistency_family import MEANS, STD, mixture
-from .test_flow_family import MLP, sliced_wasserstein
+from tests.helpers import MLP, cm_mixture, sliced_wasserstein, toy_config
 
 PATH = EDMPath(t_max=10.0)
 
@@ -44,7 +42,7 @@ def fit(model, objective, steps, lr, batch=256, seed=0):
     g = torch.Generator().manual_seed(seed)
     for k in range(steps):
         kw = {"step": k, "total_steps": steps} if isinstance(objective, ECTLoss) else {}
-        loss = objective(model, mixture(batch, g), None, **kw).mean()
+        loss = objective(model, cm_mixture(batch, g), None, **kw).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -89,7 +87,7 @@ def test_ect_loss_targets_the_data_where_r_is_zero():
 
 
 def test_ect_two_steps_approach_the_teachers_twenty():
-    data = mixture(4000, torch.Generator().manual_seed(10))
+    data = cm_mixture(4000, torch.Generator().manual_seed(10))
     teacher = fit(edm_model(width=256), EDMLoss(P_mean=-1.0, P_std=1.4), steps=4000, lr=2e-3)
     heun = make_grid("karras", PATH, 20)
     teacher_w = sliced_wasserstein(draw(teacher, "heun", heun), data)

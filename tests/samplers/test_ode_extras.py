@@ -11,7 +11,7 @@ from samplers.grids import make_grid
 from samplers.likelihood import bits_per_dim, log_likelihood
 
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
-from .test_samplers import MEAN, VAR, exact_flow, prior
+from tests.helpers import MEAN, VAR, exact_flow, prior
 
 
 @pytest.mark.parametrize("path", [EDMPath(), VPLinearPath(), LinearPath()], ids=lambda p: p.name)
@@ -94,8 +94,6 @@ class ExactGaussianConsistencyMap(torch.nn.Module):
         self.path, self.prediction, self.num_classes, self.kind = path, "x0", 0, "map"
 
     def forward(self, x, t, labels=None):
-        from .test_samplers import exact_flow
-
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)
         return exact_flow(self.path, x, t, torch.zeros_like(t))
 

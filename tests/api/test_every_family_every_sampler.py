@@ -9,7 +9,7 @@ from genstudio.api import Pipeline
 from genstudio.config import config_from_dict
 from genstudio.train import build_model
 
-from .conftest import toy_config
+from tests.helpers import toy_config
 
 FAMILIES = {
     "diffusion (EDM, x0)": ({"path": {"name": "edm"}, "prediction": "x0", "precond": {"name": "edm"}}, "edm"),
