@@ -16,9 +16,9 @@ Two targets:
   sampler the images are other samples of the same distribution, so a pixel RMSE to the reference
   means nothing and the table says "n/a". A distributional distance on CIFAR (FID with the offline
   Inception extractor) comes once the evaluator (issue 6) exists; this script does not compute it.
-- `--toy`: the exact denoiser of a 2-D Gaussian mixture (tests/gaussian.py; weights 0.3 / 0.7,
+- `--toy`: the exact denoiser of a 2-D Gaussian mixture (genstudio/core/toys.py; weights 0.3 / 0.7,
   means (-1, 0) and (1, 0.5), diagonal variances (0.04, 0.09) and (0.09, 0.04), the mixture of
-  tests/test_stochastic_samplers.py) on the EDM path, started from N(0, sigma(t_max)^2) as the
+  tests/samplers/test_stochastic_samplers.py) on the EDM path, started from N(0, sigma(t_max)^2) as the
   pipeline starts. Every sampler gets distributional distances to the true mixture: the sliced
   Wasserstein-2 distance to 100k exact samples (64 fixed directions), the error of the mean (L2),
   the relative error of the covariance (Frobenius) and the error of the mixture weights (each sample

@@ -15,7 +15,7 @@ for rho and equals dpmpp_3m with the exact D2 weight.
 
 Each model evaluation serves twice: x0 at the predicted x_s corrects x_s (UniC-p, p the order of the step
 that made it), and the next predictor starts from the corrected x_s with that same x0 in its history, so
-NFE = steps, and UniPC-p is of order p + 1 (Zhao et al. 2023, Sec. 3; tests/test_unipc.py measures it).
+NFE = steps, and UniPC-p is of order p + 1 (Zhao et al. 2023, Sec. 3; tests/samplers/test_unipc.py measures it).
 The last step is not corrected, and a step that ends at sigma = 0 (t = 0, lambda = +inf) is the first-order
 step x = alpha_s x0, as in dpm_solver. A time with lambda = -inf (alpha = 0) starts no polynomial and is
 not corrected from.

@@ -5,15 +5,14 @@ import pytest
 import torch
 
 import genstudio
-from genstudio.core.paths import EDMPath
 import samplers
 from genstudio import cli
 from genstudio.api import Pipeline
 from genstudio.checkpoint import CheckpointError, export_model, load_model
 from genstudio.config import config_from_dict
+from genstudio.core.paths import EDMPath
 from genstudio.model import Guided
 from genstudio.train import build_model
-
 from tests.helpers import toy_config
 
 
@@ -21,7 +20,8 @@ from tests.helpers import toy_config
 def exported(tmp_path):
     torch.manual_seed(0)
     model = build_model(config_from_dict(toy_config(tmp_path, tmp_path)))
-    return model.eval(), export_model(model, tmp_path / "ckpt", training={"steps": 0}, defaults={"sampler": "heun", "steps": 4})
+    return model.eval(), export_model(model, tmp_path / "ckpt", training={"steps": 0},
+                                      defaults={"sampler": "heun", "steps": 4})
 
 
 def test_save_load_gives_identical_outputs(exported):

@@ -8,7 +8,6 @@ import samplers
 from genstudio.api import Pipeline
 from genstudio.config import config_from_dict
 from genstudio.train import build_model
-
 from tests.helpers import toy_config
 
 FAMILIES = {

@@ -52,8 +52,8 @@ def test_shipped_classifier_classifies_the_offline_test_split():
     import pytest
     import torch
 
-    from genstudio.evaluation.classifier import default_classifier_path, load_classifier, read_classifier_meta
     from genstudio.data import load_images, offline_cifar10, to_model_range
+    from genstudio.evaluation.classifier import default_classifier_path, load_classifier, read_classifier_meta
 
     data = offline_cifar10("test")
     if data is None:

@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from genstudio.evaluation.classifier import CifarResNet, ClassifierError, load_classifier, save_classifier
-from genstudio.evaluation.train_classifier import (accuracy, augment, load_soft_targets, main, save_soft_targets,
-                                                  soft_targets, train)
+from genstudio.evaluation.train_classifier import (
+    accuracy,
+    augment,
+    load_soft_targets,
+    main,
+    save_soft_targets,
+    soft_targets,
+    train,
+)
 
 
 def test_augment_translates_flips_and_cuts_out():

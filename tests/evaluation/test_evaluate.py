@@ -23,7 +23,6 @@ from genstudio.evaluation.extractors import InceptionWeightsError
 from genstudio.evaluation.metrics import Evaluator, MetricsError, default_reference, evaluate_images
 from genstudio.evaluation.sweep import sweep
 from genstudio.train import build_model
-
 from tests.helpers import ROOT, make_toy_folder, toy_config
 
 SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"

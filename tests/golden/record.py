@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import zlib
 import platform
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,7 +74,7 @@ def sampling_entries() -> dict[str, dict[str, Any]]:
             seen: dict[str, torch.Tensor] = {}
             labels = [0, 1, 2, 3] if pipe.num_classes else None
             r = pipe.generate(4, sampler=sampler, steps=steps, seed=0, labels=labels,
-                              callback=lambda x, **_: seen.__setitem__("x", x))
+                              callback=lambda x, seen=seen, **_: seen.__setitem__("x", x))
             out[f"{name}/{sampler}/{steps}"] = _images_entry(r.images, r.nfe, seen.get("x"))
     return out
 
@@ -143,8 +143,8 @@ def loss_entries(compute: Callable[[dict[str, Any], torch.Tensor, torch.Tensor],
 def compute_loss(config: dict[str, Any], x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One objective evaluation through the package's own model building and objective contract."""
     from genstudio.config import config_from_dict
-    from genstudio.objective import Batch
     from genstudio.families import build_from_config
+    from genstudio.objective import Batch
 
     torch.manual_seed(0)
     model, objective = build_from_config(config_from_dict(config))

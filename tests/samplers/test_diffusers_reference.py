@@ -4,11 +4,10 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, UNet2DModel
 
 import samplers
+from genstudio.core.paths import VPDiscretePath
 from genstudio.model import Guided, Model, on_edm_path
 from genstudio.nets import UNetBackbone
-from genstudio.core.paths import VPDiscretePath
 from samplers.grids import make_grid
-
 from tests.helpers import MICRO_UNET
 
 

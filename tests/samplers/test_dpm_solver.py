@@ -6,13 +6,12 @@ from diffusers import DPMSolverMultistepScheduler, UNet2DModel
 
 import samplers
 import samplers.dpm_solver  # noqa: F401  (registers the dpmpp_* samplers)
-from genstudio.model import Guided, Model
-from genstudio.nets import UNetBackbone
 from genstudio.core.noise import generators
 from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
-from samplers.grids import make_grid
-
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
+from genstudio.model import Guided, Model
+from genstudio.nets import UNetBackbone
+from samplers.grids import make_grid
 from tests.helpers import MEAN, MICRO_UNET, VAR, exact_flow, prior
 
 NAMES = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "dpmpp_3m_sde"]

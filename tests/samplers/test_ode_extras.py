@@ -5,12 +5,11 @@ import pytest
 import torch
 
 import samplers
-from genstudio.model import Guided
 from genstudio.core.paths import EDMPath, LinearPath, VPLinearPath
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
+from genstudio.model import Guided
 from samplers.grids import make_grid
 from samplers.likelihood import bits_per_dim, log_likelihood
-
-from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from tests.helpers import MEAN, VAR, exact_flow, prior
 
 

@@ -3,11 +3,10 @@ import pytest
 import torch
 
 import samplers
-from genstudio.model import Guided
 from genstudio.core.paths import LinearPath, VPDiscretePath
-from samplers.grids import make_grid
-
 from genstudio.core.toys import gaussian
+from genstudio.model import Guided
+from samplers.grids import make_grid
 from tests.helpers import MEAN, VAR, prior
 
 

@@ -2,12 +2,11 @@ import pytest
 import torch
 
 import samplers
-from genstudio.model import Guided
 from genstudio.core.noise import generators, randn_like
 from genstudio.core.paths import PATHS, EDMPath, LinearPath, VPDiscretePath
-from samplers.grids import make_grid
-
 from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
+from genstudio.model import Guided
+from samplers.grids import make_grid
 from tests.helpers import MEAN, VAR, exact_flow, prior
 
 GRID_FOR = {"edm": "karras"}

@@ -1,5 +1,5 @@
 """Stochastic samplers against exact denoisers: Gaussian and Gaussian-mixture data have a closed-form
-E[x0 | x_t] on every path (tests/gaussian.py), so the samplers' output laws can be checked against the
+E[x0 | x_t] on every path (genstudio/core/toys.py), so the samplers' output laws can be checked against the
 data law with no training, and their steps against line-for-line transcriptions of the reference code."""
 import math
 
@@ -8,13 +8,12 @@ import torch
 
 import samplers
 import samplers.stochastic  # noqa: F401  (registers the stochastic samplers)
-from genstudio.model import Guided
 from genstudio.core.noise import generators, randn_like
 from genstudio.core.paths import PATHS, EDMPath, LinearPath, VEPath, VPLinearPath
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
+from genstudio.model import Guided
 from samplers.grids import make_grid
 from samplers.stochastic import sde_coefficients
-
-from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 
 STOCHASTIC = ["euler_ancestral", "heun_churn", "euler_maruyama", "pc", "annealed_langevin"]
 f64 = dict(dtype=torch.float64)

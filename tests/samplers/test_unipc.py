@@ -9,12 +9,11 @@ from diffusers import UNet2DModel, UniPCMultistepScheduler
 import samplers
 import samplers.dpm_solver  # noqa: F401  (registers the dpmpp_* samplers)
 import samplers.unipc  # noqa: F401  (registers unipc)
+from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from genstudio.model import Guided, Model
 from genstudio.nets import UNetBackbone
-from genstudio.core.paths import PATHS, EDMPath, VPDiscretePath, VPLinearPath
 from samplers.grids import make_grid
-
-from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from tests.helpers import MEAN, MICRO_UNET, VAR, exact_flow, prior
 
 ALL = range(10_000)  # disable_corrector=ALL: the predictor UniP-p alone

@@ -16,7 +16,6 @@ from genstudio.atomic import read_jsonl
 from genstudio.checkpoint import load_model
 from genstudio.config import ConfigError, config_from_dict, load_config
 from genstudio.train import NonFiniteLossError, batch_indices, latest_checkpoint, run
-
 from tests.helpers import ROOT, toy_config, write_pairs
 
 
@@ -183,8 +182,9 @@ def test_data_order_is_a_pure_function_of_step_and_covers_each_epoch():
 def test_two_process_cpu_run_trains_and_checkpoints(tmp_path, toy_data):
     cfg = toy_config(tmp_path, toy_data, max_steps=6, checkpoint_every=3, batch_size=4)
     cfg_path = write_toml(tmp_path / "c.toml", cfg)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genstudio.train", "--config", str(cfg_path)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "genstudio.train", "--config", str(cfg_path)]
     res = subprocess.run(cmd, env={**env(), "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = latest_checkpoint(tmp_path / "run")
@@ -227,9 +227,8 @@ def test_overrides_reach_the_config_and_shipped_configs_validate():
     assert cfg.train.lr == 1e-5 and cfg.model.path == {"name": "vp_discrete", "num_steps": 500, "beta_start": 1e-4,
                                                        "beta_end": 0.02}
     assert cfg.train.adam_betas == [0.9, 0.99]
-    from genstudio.config import tomllib
-
     from genstudio.config import config_from_dict as from_dict
+    from genstudio.config import tomllib
 
     for path in sorted((ROOT / "configs").glob("*.toml")):
         data = tomllib.loads(path.read_text())

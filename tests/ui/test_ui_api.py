@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from genstudio.api import Pipeline
-
 from tests.helpers import field_checkpoint, map_checkpoint
 
 

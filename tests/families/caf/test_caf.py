@@ -10,17 +10,16 @@ from torch import nn
 
 import genstudio
 import samplers
-from genstudio.families.caf import CAFLoss, CAFModel, CAFNetwork, caf_state
-from samplers.caf import caf_step
 from genstudio.config import ConfigError, config_from_dict, load_config
+from genstudio.core.paths import LinearPath
+from genstudio.core.toys import two_moons
+from genstudio.families.caf import CAFLoss, CAFModel, CAFNetwork, caf_state
 from genstudio.families.flow import FlowMatchingLoss
 from genstudio.model import Guided, Model
-from genstudio.core.paths import LinearPath
 from genstudio.reflow import sample_pairs
 from genstudio.train import run, validate
+from samplers.caf import caf_step
 from samplers.grids import make_grid
-
-from genstudio.core.toys import two_moons
 from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train, write_pairs
 
 
@@ -155,7 +154,8 @@ def test_trainer_exports_a_caf_model_that_samples_in_one_and_two_steps(tmp_path,
     assert not (folder / "unet").exists() and (tmp_path / "run" / "samples" / "step_00000003.png").is_file()
     pipe = genstudio.load(folder, device="cpu")
     assert isinstance(pipe.model, CAFModel) and pipe.meta["family"] == "caf"
-    assert pipe.meta["components"] == {part: {"network": "diffusers.UNet2DModel"} for part in ("velocity", "acceleration")}
+    unet = {"network": "diffusers.UNet2DModel"}
+    assert pipe.meta["components"] == {"velocity": unet, "acceleration": unet}
     assert pipe.samplers() == ["caf"] and pipe.image_shape == (3, 8, 8)
     assert pipe.model.network.accel.config["in_channels"] == 6
     # The same folder as format version 1 wrote it (family "flow", one "network" entry, no component list)
@@ -175,9 +175,10 @@ def test_trainer_exports_a_caf_model_that_samples_in_one_and_two_steps(tmp_path,
     with pytest.raises(ValueError, match="Samplers that can drive it: caf"):
         pipe.sample(1, sampler="euler", steps=2)
     # export -> load keeps every weight
+    from safetensors.torch import load_file
+
     from genstudio.checkpoint import load_model
     from genstudio.train import EMA_FILE, latest_checkpoint
-    from safetensors.torch import load_file
     ema = load_file(str(latest_checkpoint(tmp_path / "run") / EMA_FILE))
     loaded = load_model(folder)[0].state_dict()
     assert set(ema) == set(loaded) and all(torch.equal(ema[k], loaded[k]) for k in ema)

@@ -49,7 +49,6 @@ def test_consistency_inpainting_approaches_the_conditional_with_more_jumps():
 def test_map_checkpoint_inpaints_and_sdedits(tmp_path, toy_data):
     from genstudio.config import config_from_dict
     from genstudio.train import run
-
     from tests.helpers import toy_config
 
     cfg = toy_config(tmp_path, toy_data, max_steps=2, checkpoint_every=2, sample_sampler="consistency",

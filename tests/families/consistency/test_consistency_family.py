@@ -8,14 +8,20 @@ import torch
 
 import genstudio
 from genstudio.config import config_from_dict
-from genstudio.families.consistency import (CDLoss, ICTLoss, huber_c, ict_num_levels, karras_sigmas,
-                                   lognormal_index_probs, pseudo_huber)
-from genstudio.model import Model
 from genstudio.core.paths import EDMPath
 from genstudio.core.precond import ConsistencyPrecond, precond_from_config
-from genstudio.train import run, validate
-
 from genstudio.core.toys import GaussianMixtureDenoiser
+from genstudio.families.consistency import (
+    CDLoss,
+    ICTLoss,
+    huber_c,
+    ict_num_levels,
+    karras_sigmas,
+    lognormal_index_probs,
+    pseudo_huber,
+)
+from genstudio.model import Model
+from genstudio.train import run, validate
 from tests.helpers import CM_MEANS, CM_PATH, CM_STD, MLP, cm, cm_mixture, one_step, sliced_wasserstein, toy_config
 
 

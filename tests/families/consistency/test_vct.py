@@ -10,7 +10,6 @@ from genstudio.config import config_from_dict
 from genstudio.families.consistency import ICTLoss
 from genstudio.families.consistency.coupling import NoiseEncoder, coupled_noise, gaussian_kl
 from genstudio.train import run
-
 from tests.helpers import cm, cm_mixture, one_step, sliced_wasserstein, toy_config
 
 

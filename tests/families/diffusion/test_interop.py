@@ -10,13 +10,12 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 import genstudio
 import samplers
 from genstudio.checkpoint import CheckpointError
+from genstudio.core.paths import EDMPath, VPDiscretePath, VPLinearPath
+from genstudio.core.precond import EDMPrecond
 from genstudio.interop import export_diffusers, load_diffusers_pipeline
 from genstudio.model import Guided, Model
 from genstudio.nets import UNetBackbone
-from genstudio.core.paths import EDMPath, VPDiscretePath, VPLinearPath
-from genstudio.core.precond import EDMPrecond
 from samplers.grids import make_grid
-
 from tests.helpers import MICRO_UNET
 
 SHAPE = (2, 3, 8, 8)

@@ -8,16 +8,15 @@ from torch import nn
 import genstudio
 import samplers
 from genstudio.config import config_from_dict, load_config
-from genstudio.families.flow import FlowMatchingLoss
-from genstudio.model import Guided, Model
-from genstudio.families import objective_from_config
+from genstudio.core import toys
 from genstudio.core.paths import LinearPath
 from genstudio.core.predictions import convert
+from genstudio.core.toys import gaussian, two_moons
+from genstudio.families import objective_from_config
+from genstudio.families.flow import FlowMatchingLoss
+from genstudio.model import Guided, Model
 from genstudio.train import run, validate
 from samplers.grids import make_grid
-
-from genstudio.core import toys
-from genstudio.core.toys import gaussian, two_moons
 from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train
 
 MEANS = torch.tensor([[-1.5, 0.0], [1.5, 0.0]])  # class k is mixture component k

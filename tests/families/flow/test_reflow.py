@@ -13,16 +13,15 @@ import genstudio
 from genstudio import reflow
 from genstudio.checkpoint import export_model
 from genstudio.config import config_from_dict
+from genstudio.core.noise import generators, randn_like
+from genstudio.core.paths import LinearPath
+from genstudio.core.toys import two_moons
 from genstudio.families.flow import FlowMatchingLoss
 from genstudio.images import to_uint8
 from genstudio.model import Model
-from genstudio.core.noise import generators, randn_like
-from genstudio.core.paths import LinearPath
 from genstudio.reflow import generate_pairs, read_reflow_config, sample_pairs, straightness, trainer_config
 from genstudio.train import build_model, validate
 from samplers.grids import make_grid
-
-from genstudio.core.toys import two_moons
 from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train
 
 

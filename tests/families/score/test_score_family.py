@@ -12,17 +12,16 @@ from torch import nn
 from genstudio.api import Pipeline
 from genstudio.checkpoint import export_model, read_meta
 from genstudio.config import config_from_dict, load_config
-from genstudio.model import Guided, Model
 from genstudio.core.paths import VEPath
 from genstudio.core.precond import NCSNPrecond
 from genstudio.core.predictions import convert
+from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from genstudio.families.score import NCSNLoss, VESDELoss
+from genstudio.model import Guided, Model
 from genstudio.train import build_model, run, validate
 from samplers.grids import make_grid
 from samplers.inpaint import inpaint_annealed_langevin
 from samplers.stochastic import sample_annealed_langevin
-
-from genstudio.core.toys import GaussianMixtureDenoiser, gaussian
 from tests.helpers import ROOT, toy_config
 
 f64 = dict(dtype=torch.float64)
