@@ -30,7 +30,7 @@ class ModelConfig:
     prediction: str = "x0"
     precond: dict = field(default_factory=lambda: {"name": "edm"})
     num_classes: int = 0                       # 0: unconditional
-    kind: str = "field"                        # a kind the objective's family makes (genstudio.families.model_kinds())
+    kind: str = "field"                        # a kind the objective's family makes (its Family.kinds)
 
 
 @dataclass

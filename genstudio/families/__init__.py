@@ -7,7 +7,6 @@ from .registry import (
     family_for_checkpoint,
     family_of_objective,
     get_family,
-    model_kinds,
     objective_from_config,
     objectives,
     register_family,
@@ -15,4 +14,4 @@ from .registry import (
 )
 
 __all__ = ["FAMILIES", "Family", "build_from_config", "family_for_checkpoint", "family_of_objective", "get_family",
-           "model_kinds", "objective_from_config", "objectives", "register_family", "unregister_family"]
+           "objective_from_config", "objectives", "register_family", "unregister_family"]

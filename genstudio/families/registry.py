@@ -92,10 +92,6 @@ def family_of_objective(name: str) -> Family:
     raise ValueError(f"unknown objective {name!r}; known: {', '.join(objectives())}")
 
 
-def model_kinds() -> list[str]:
-    return sorted({k for f in FAMILIES.values() for k in f.kinds})
-
-
 def objective_from_config(name: str, options: dict[str, Any] | None = None):
     """The objective `name` with `options`; unknown names or options are clear errors."""
     cls = objectives().get(name) or family_of_objective(name)  # the latter raises with the known names
