@@ -1,9 +1,17 @@
 """Atomic writes: a file or folder either has its old content or its new one, never half of either.
 
 Everything is written under a unique temporary name beside its destination (`.tmp-<name>-<uuid8>`, so
-concurrent writers never share one and a crash leaves only names that start with `.tmp-`), flushed to
-disk, then renamed into place in one `os.replace`; the parent folder is flushed after, so the rename
+concurrent writers never share one and a crash leaves only names that start with `.tmp-` or `.old-`), flushed
+to disk, then renamed into place in one `os.replace`; the parent folder is flushed after, so the rename
 survives a power cut too. Files come out with permission 0o644 (caches may be shared between users).
+
+A folder cannot replace a non-empty folder in one rename, so `atomic_folder` swaps in two: the old folder is
+moved aside to `.old-<name>-<uuid8>` (the same uuid8 as its `.tmp-`), then the new one is renamed into place.
+A process killed between the two leaves no `<name>` at all; `recover_folder(dest)` (run by every
+`atomic_folder(dest)` before it starts, and by the trainer at start) finishes such a swap (the new folder was
+complete and flushed before the old one moved) or, with no new folder to finish it, puts the old one back,
+and removes the leftovers of writers that died. A writer holds an `flock` on its temporary folder while it
+lives, so the leftovers of live writers are never touched.
 
     write_json(folder / "metrics.json", metrics)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))          # safetensors
@@ -19,13 +27,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["fsync_tree", "atomic_folder", "atomic_write", "write_bytes", "write_text", "write_json", "read_jsonl",
-           "temp_name", "FILE_MODE"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (Windows: no flock; see recover_folder)
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["fsync_tree", "atomic_folder", "recover_folder", "atomic_write", "write_bytes", "write_text", "write_json",
+           "read_jsonl", "temp_name", "FILE_MODE"]
 
 FILE_MODE = 0o644
 
@@ -59,29 +73,171 @@ def fsync_tree(folder: str | os.PathLike[str], files: bool = True) -> None:
     _fsync_dir(folder)
 
 
+_TOKEN = re.compile(r"[0-9a-f]{8}")
+
+
+def _open_dir(folder: Path) -> int | None:
+    try:
+        return os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _hold(folder: Path) -> int | None:
+    """An fd holding an exclusive flock on `folder` until it is closed (or the process dies); None where this
+    filesystem (or platform) has no flock."""
+    fd = _open_dir(folder)
+    if fd is None or fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass  # no flock here: the folder stays unheld (see recover_folder's `owner`)
+    return fd
+
+
+def _probe(folder: Path) -> tuple[str, int | None]:
+    """("dead", fd holding its lock) if no live process holds `folder`'s flock, ("live", None) if one does,
+    ("unknown", None) where flock is unsupported, ("gone", None) if it vanished."""
+    fd = _open_dir(folder)
+    if fd is None:
+        return "gone", None
+    if fcntl is None:
+        os.close(fd)
+        return "unknown", None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return "live", None
+    except OSError:
+        os.close(fd)
+        return "unknown", None
+    return "dead", fd
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def recover_folder(final: str | os.PathLike[str], owner: bool = False) -> list[str]:
+    """Repair what killed `atomic_folder(final)` writers left beside `final`; returns one line per repair.
+
+    - `final` missing, a dead writer's `.old-` and `.tmp-` both there (killed between the two renames): its new
+      folder was complete and flushed before the old one moved aside, so the swap is finished.
+    - `final` missing, only an `.old-` (its new folder is gone): the old folder is put back.
+    - every other `.tmp-<name>-*` / `.old-<name>-*` of a dead writer is removed.
+
+    Writers that are alive (they hold an flock on their `.tmp-` folder) are left alone, and while one of them
+    is between its two renames `final` is not touched. Where the filesystem has no flock, liveness cannot be
+    told: those leftovers count as live unless `owner` says the caller is the only writer of `final` (a trainer
+    in its own run folder)."""
+    final = Path(final)
+    parent, name = final.parent, final.name
+    if not parent.is_dir():
+        return []
+    parts: dict[str, dict[str, Path]] = {}
+    for kind in ("tmp", "old"):
+        prefix = f".{kind}-{name}-"
+        with os.scandir(parent) as entries:
+            for entry in entries:
+                token = entry.name[len(prefix):]
+                if entry.name.startswith(prefix) and _TOKEN.fullmatch(token) and entry.is_dir(follow_symlinks=False):
+                    parts.setdefault(token, {})[kind] = Path(entry.path)
+    if not parts:
+        return []
+    done: list[str] = []
+    held: list[int] = []
+    try:
+        dead: dict[str, dict[str, Path]] = {}
+        swapping = False  # a live writer is between its two renames: `final` is its business
+        for token, found in sorted(parts.items()):
+            if "tmp" in found:
+                status, fd = _probe(found["tmp"])
+                if fd is not None:
+                    held.append(fd)
+                if status == "live" or (status == "unknown" and not owner):
+                    swapping |= "old" in found
+                    continue
+            dead[token] = found
+        if not final.exists() and not swapping:
+            both = [f for f in dead.values() if "tmp" in f and "old" in f and f["tmp"].is_dir()]
+            olds = [f for f in dead.values() if "old" in f]
+            if both:
+                found = max(both, key=lambda f: _mtime(f["tmp"]))
+                os.replace(found.pop("tmp"), final)
+                done.append(f"{final}: finished an interrupted swap (the new folder was complete)")
+            elif olds:
+                found = max(olds, key=lambda f: _mtime(f["old"]))
+                os.replace(found.pop("old"), final)
+                done.append(f"{final}: put the old folder back (an interrupted swap left nothing newer)")
+            if done:
+                _fsync_dir(parent)
+        for found in dead.values():
+            for path in found.values():
+                if path.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                    done.append(f"removed {path.name} (left by an interrupted write of {name})")
+    finally:
+        for fd in held:
+            os.close(fd)
+    return done
+
+
+def _new_tmp(final: Path) -> tuple[Path, int | None]:
+    """A fresh `.tmp-` folder beside `final`, held by this process (a recovery that removed it between the
+    mkdir and the lock makes us start over under a new name)."""
+    while True:
+        tmp = temp_name(final)
+        tmp.mkdir()
+        fd = _hold(tmp)
+        try:
+            if fd is not None and os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        if fd is not None:
+            os.close(fd)
+        if fd is None and tmp.is_dir():
+            return tmp, None
+
+
 @contextlib.contextmanager
 def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder beside `final` (`.tmp-<name>-<uuid8>`); on success it is flushed and replaces
-    `final` in one rename (an existing `final` is moved aside first and removed after). On an exception the
-    temporary folder is removed and `final` is left as it was."""
+    `final`: an existing `final` is moved aside to `.old-<name>-<uuid8>`, the temporary folder renamed into
+    place, then the old one removed. On an exception the temporary folder is removed and `final` is left as it
+    was (put back if the exception came between the two renames). What killed writers left is repaired first
+    (`recover_folder`)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(final)
-    tmp.mkdir()
+    recover_folder(final)
+    tmp, fd = _new_tmp(final)
     try:
         yield tmp
         fsync_tree(tmp)
         old = None
         if final.exists():
-            old = temp_name(final, "old")
+            old = final.parent / f".old-{tmp.name[len('.tmp-'):]}"
             os.replace(final, old)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    os.replace(old, final)
+            raise
         _fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
