@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ _POSITIVE |= {("data", "image_size")}
 _NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",
                                        "ema_rampup_ratio", "sample_every")}
 _NONNEGATIVE |= {("data", "limit"), ("model", "num_classes")}
+_AT_MOST = {("train", "lr"): 10.0}  # a larger step overflows AdamW's update long before it could train
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
@@ -113,12 +115,16 @@ def _check_type(section: str, key: str, value: Any, expected: type) -> Any:
         return str(value)  # --data.source 2024 names a folder, not a number
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{where} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    if expected is float and not math.isfinite(value):  # TOML (and so the command line) spells nan and inf
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if (section, key) in _CHOICES and value not in _CHOICES[section, key]:
         raise ConfigError(f"{where} must be one of {_CHOICES[section, key]}, got {value!r}")
     if (section, key) in _POSITIVE and value <= 0:
         raise ConfigError(f"{where} must be > 0, got {value!r}")
     if (section, key) in _NONNEGATIVE and value < 0:
         raise ConfigError(f"{where} must be >= 0, got {value!r}")
+    if (section, key) in _AT_MOST and value > _AT_MOST[section, key]:
+        raise ConfigError(f"{where} must be at most {_AT_MOST[section, key]:g}, got {value!r}")
     return value
 
 
@@ -149,6 +155,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"train.adam_betas must be two numbers in [0, 1), got {betas!r}")
     if not 0 <= config.train.label_dropout < 1:
         raise ConfigError(f"train.label_dropout must be in [0, 1), got {config.train.label_dropout}")
+    if config.train.lr * config.train.weight_decay >= 1:  # AdamW scales the weights by 1 - lr * wd each step
+        raise ConfigError(f"train.weight_decay = {config.train.weight_decay} with train.lr = {config.train.lr}: "
+                          f"their product must be < 1 (AdamW multiplies the weights by 1 - lr * weight_decay "
+                          f"at every step)")
     return config
 
 
