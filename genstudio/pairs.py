@@ -85,13 +85,31 @@ def pairs_complete(folder: str | Path) -> bool:
     return all((Path(folder) / shard_name(k)).is_file() for k in range(num_shards(manifest)))
 
 
+def check_finite(samples: Tensor, what: str, first: int = 0) -> None:
+    """Refuse float samples with a NaN or infinite value, naming the first bad one (index `first` + row), so
+    training never starts on data that would skip every update that draws it."""
+    if not samples.is_floating_point():
+        return
+    bad = (~torch.isfinite(samples.reshape(len(samples), -1))).any(dim=1).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        value = samples[i][~torch.isfinite(samples[i])].flatten()[0].item()
+        raise ValueError(f"{what} is not finite for {len(bad)} of {len(samples)} samples: the first is row {i} "
+                         f"(sample {first + i}), which holds {value}; regenerate the data or drop those samples")
+
+
 def load_pairs(folder: str | Path) -> PairSet:
-    """All pairs of a complete folder, the noise regenerated from the seeds."""
+    """All pairs of a complete folder, the noise regenerated from the seeds; a NaN or infinite sample is an
+    error naming its shard and row."""
     from safetensors.torch import load_file
 
     manifest = read_manifest(folder)
     if not pairs_complete(folder):
         raise ValueError(f"{folder} is incomplete: resume it with `genstudio reflow generate` (same arguments)")
     shards = [load_file(str(Path(folder) / shard_name(k))) for k in range(num_shards(manifest))]
+    first = 0
+    for k, shard in enumerate(shards):
+        check_finite(shard["x0"], f"{Path(folder) / shard_name(k)}: x0", first)
+        first += len(shard["x0"])
     x0, seeds, labels = (torch.cat([s[key] for s in shards]) for key in ("x0", "seeds", "labels"))
     return PairSet(x0.float(), pair_noise(seeds.tolist(), manifest["image_shape"]), seeds, labels)

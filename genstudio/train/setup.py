@@ -15,7 +15,7 @@ from genstudio.data import load_images
 from genstudio.families import build_from_config
 from genstudio.model import Model
 from genstudio.objective import Objective
-from genstudio.pairs import is_pairs_folder, load_pairs
+from genstudio.pairs import check_finite, is_pairs_folder, load_pairs
 
 
 def build_model(config: Config) -> Model:
@@ -66,15 +66,19 @@ def init_weights(model: Model, source: str | Path) -> None:
 
 def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(images, labels, noise): uint8 images from a data source, or float samples with their fixed noise
-    from a reflow pairs folder (noise is None otherwise); a `data.limit` subset is fixed by the seed."""
+    from a reflow pairs folder (noise is None otherwise); a `data.limit` subset is fixed by the seed. Float
+    data with a NaN or infinite value is refused (ValueError naming the file and sample)."""
     noise = None
     if is_pairs_folder(config.data.source):
-        pairs = load_pairs(config.data.source)
+        pairs = load_pairs(config.data.source)  # refuses non-finite samples, naming the shard and row
         images, labels, noise = pairs.x0, pairs.labels, pairs.noise
     else:
         data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
                            cache_dir=config.data.cache_dir or None)
         images, labels = data.images, data.labels
+    for tensor, what in ((images, "images"), (noise, "noise")):  # uint8 images always are; float data may not be
+        if tensor is not None:
+            check_finite(tensor, f"{config.data.source}: {what}")
     if config.data.limit and config.data.limit < len(images):
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.train.seed))
         keep = keep[:config.data.limit]
