@@ -17,12 +17,14 @@ from .images import image_grid, save_png
 
 
 def _loss_summary(run_dir: Path, last: int = 200) -> dict[str, Any]:
+    """From the run's log: the mean loss of the last good steps, and how many steps were skipped."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return {}
     recs = {rec["step"]: rec for rec in read_jsonl(path)}
     tail = [r["loss"] for _, r in sorted(recs.items())[-last:] if not r.get("skipped")]
-    return {f"mean_loss_last_{len(tail)}_steps": sum(tail) / max(len(tail), 1)}
+    return {f"mean_loss_last_{len(tail)}_steps": sum(tail) / max(len(tail), 1),
+            "skipped_steps": sum(bool(r.get("skipped")) for r in recs.values())}
 
 
 def publish(run_dir: str | Path, dest: str | Path, grid_images: int = 100, timing_images: int = 16) -> Path:
@@ -42,8 +44,9 @@ def publish(run_dir: str | Path, dest: str | Path, grid_images: int = 100, timin
         timing = pipe.generate(timing_images, seed=1000, guidance=guidance,
                                labels=[i % classes for i in range(timing_images)] if classes else None)
         training = {k: v for k, v in pipe.meta.get("training", {}).items() if k != "config"}
+        logged = _loss_summary(run_dir)  # skipped_steps: the model's own record if it has one, else the log's
         metrics = {
-            "training": {**training, **_loss_summary(run_dir)},
+            "training": {**training, **{k: v for k, v in logged.items() if k not in training}},
             "sampling": {"sampler": timing.sampler, "steps": timing.steps, "grid": timing.grid, "nfe": timing.nfe,
                          "guidance": guidance, "images": timing_images, "seconds": round(timing.seconds, 2),
                          "device": "cpu", "torch_threads": torch.get_num_threads(),
