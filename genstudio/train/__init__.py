@@ -7,7 +7,13 @@ Read it in three parts: `setup` (the model and objective a config builds, checks
 
 Determinism: the data order is a pure function of (seed, step) and the global RNG is re-seeded at every step
 from (seed, step, process), so a resumed run replays the exact per-step losses of an uninterrupted one from the
-restored weights, optimizer, EMA and LR schedule.
+restored weights, optimizer, EMA and LR schedule. A resume also completes what a kill cut off: model/ is
+exported again from the latest checkpoint's EMA when it is missing or at another step.
+
+Exit status (`genstudio train`, `python -m genstudio.train`):
+    0  finished: train.max_steps reached, model/ exported
+    2  a config, data or checkpoint error, or training diverged (too many non-finite steps in a row)
+    3  stopped by SIGTERM/SIGINT before train.max_steps: a checkpoint was saved; continue with --resume
 """
 from __future__ import annotations
 
@@ -29,9 +35,11 @@ from .setup import (
 )
 from .state import EMA_FILE, RUN_CHECKPOINTS, STATE_FILE, NonFiniteLossError, latest_checkpoint
 
+EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 2, 3
+
 __all__ = ["run", "main", "build_model", "build_checked", "validate", "init_weights", "training_data", "batch_indices",
            "learning_rate", "step_seed", "latest_checkpoint", "save_sample_grid", "NonFiniteLossError",
-           "EMA_FILE", "RUN_CHECKPOINTS", "STATE_FILE"]
+           "EMA_FILE", "RUN_CHECKPOINTS", "STATE_FILE", "EXIT_OK", "EXIT_ERROR", "EXIT_STOPPED"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
     args, rest = parser.parse_known_args(argv)
     try:
-        run(load_config(args.config, rest), resume=args.resume)
+        result = run(load_config(args.config, rest), resume=args.resume)
     except (ValueError, NonFiniteLossError) as e:  # config, data and checkpoint errors explain themselves
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_ERROR
+    return EXIT_STOPPED if result["stopped_early"] else EXIT_OK

@@ -1,11 +1,12 @@
 """The run: set up, then one step after another with logging, sample grids and checkpoints, until the last
-step, a stop request (SIGTERM/SIGINT: checkpoint and exit) or too many non-finite steps in a row."""
+step, a stop request (SIGTERM/SIGINT: checkpoint and exit, promptly even mid sample grid) or too many
+non-finite steps in a row. A checkpoint due at a skipped (non-finite) step is saved at the next good one."""
 from __future__ import annotations
 
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -23,8 +24,13 @@ from .state import NonFiniteLossError, Progress
 from .step import Distributed, TrainingData, train_step
 
 
+class _StopRequested(Exception):
+    """Raised inside a long loop (the sample grid's sampler) once a stop was requested."""
+
+
 class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checkpoints and exits at the end of the step."""
+    """Set by SIGTERM/SIGINT; the loop checkpoints and exits at the end of the step (a sample grid being
+    rendered is abandoned at its next sampler step)."""
 
     def __init__(self):
         self.stop = False
@@ -43,13 +49,24 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def save_sample_grid(model: Model, defaults: dict[str, Any], count: int, path: Path) -> None:
-    """A PNG grid of `count` samples (seeds 0..count-1, labels cycling through the classes)."""
+def save_sample_grid(model: Model, defaults: dict[str, Any], count: int, path: Path,
+                     should_stop: Callable[[], bool] | None = None) -> bool:
+    """A PNG grid of `count` samples (seeds 0..count-1, labels cycling through the classes). If `should_stop()`
+    turns true at a sampler step, the grid is abandoned (nothing written) and False returned."""
     from genstudio.api import Pipeline
+
+    def check(**_):
+        if should_stop is not None and should_stop():
+            raise _StopRequested
 
     device = next(model.parameters()).device
     labels = [i % model.num_classes for i in range(count)] if model.num_classes else None
-    save_png(image_grid(Pipeline(model, {"defaults": defaults}, device).generate(count, labels=labels).images), path)
+    try:
+        result = Pipeline(model, {"defaults": defaults}, device).generate(count, labels=labels, callback=check)
+    except _StopRequested:
+        return False
+    save_png(image_grid(result.images), path)
+    return True
 
 
 def _accelerator(config: Config, out: Path):
@@ -63,7 +80,9 @@ def _accelerator(config: Config, out: Path):
 
 
 def run(config: Config, resume: bool = False) -> dict[str, Any]:
-    """Train as configured; returns a summary. Raises NonFiniteLossError if training diverges."""
+    """Train as configured; returns a summary ("stopped_early": a stop request ended it before
+    train.max_steps; "skipped_steps": updates skipped as non-finite). Raises NonFiniteLossError if training
+    diverges."""
     from tqdm.auto import tqdm
 
     # ---- set-up ----
@@ -96,7 +115,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        state.remove_interrupted_saves(out)
+        for line in state.remove_interrupted_saves(out):
+            accelerator.print(line)
     progress = (state.resume(accelerator, ema, config, out) if resume else None) or Progress()
     if resume and progress.step == 0:
         accelerator.print(f"no checkpoint in {out / state.RUN_CHECKPOINTS}: starting from scratch")
@@ -110,24 +130,37 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                 "grid": samplers.default_grid(samplers.get(tc.sample_sampler), unwrapped.path)}
     prior_wall, t0 = progress.wall_time_s, time.time()
 
+    def export() -> None:  # model/: the EMA at progress.step (main process)
+        images = progress.step * batch_images
+        export_model(ema.model, out / state.MODEL_DIR, defaults=defaults, training=summary(
+            config, progress.step, images, progress.wall_time_s, world, progress.skipped_steps))
+
     def save(step: int) -> None:
         progress.step, progress.wall_time_s = step, round(prior_wall + time.time() - t0, 1)
-        images = step * batch_images
-        state.save(accelerator, ema, config, out, progress, images, export=lambda: export_model(
-            ema.model, out / "model", training=summary(config, step, images, progress.wall_time_s, world),
-            defaults=defaults))
+        state.save(accelerator, ema, config, out, progress, step * batch_images, export=export)
+
+    if progress.step:  # a resume completes the export a kill may have cut off (even at max_steps)
+        exported = state.exported_step(out) if main else None
+        if main and exported != progress.step:
+            accelerator.print(f"{out / state.MODEL_DIR} is " + ("missing" if exported is None else
+                              f"at step {exported}") + f": exporting the step {progress.step} checkpoint's EMA")
+            export()
+        accelerator.wait_for_everyone()
 
     # ---- the steps ----
     start = progress.step
     bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=not (main and tc.progress),
                dynamic_ncols=True, desc="train")
     last_time, last_step, stopped, done = time.time(), start, False, start
+    save_due = False  # a periodic checkpoint deferred past skipped steps
     model.train()
     with _StopFlag() as stop:
         for step in bar:
             r = train_step(step, config=config, accelerator=accelerator, model=model, forward=forward,
                            objective=objective, extra={**extra, **frozen}, optimizer=optimizer, data=data,
-                           num_classes=unwrapped.num_classes, stop_requested=stop.stop)
+                           num_classes=unwrapped.num_classes, stop_requested=lambda: stop.stop)
+            if r.bad:
+                progress.skipped_steps += 1
             if r.grad_bad and not r.loss_bad and accelerator.scaler is not None:  # fp16 loss scaling
                 accelerator.print(f"step {step + 1}: fp16 gradient overflow; update skipped, loss scale lowered")
             elif r.bad:
@@ -151,6 +184,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             if main:
                 state.append_log(out, {"step": done, "time": round(time.time(), 2), "loss": loss_all, "lr": r.lr,
                                        "grad_norm": float(r.grad_norm), "skipped": r.bad,
+                                       "skipped_steps": progress.skipped_steps,
                                        **{f"loss_{k}": v for k, v in r.group_losses.items()}})
             if done % tc.log_every == 0 or done == tc.max_steps:
                 now = time.time()
@@ -159,20 +193,35 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                 accelerator.log({"loss": loss_all, "lr": r.lr, "img_per_s": ips,
                                  "grad_norm": float(r.grad_norm)}, step=done)
                 bar.set_postfix(loss=f"{loss_all:.4f}", img_s=f"{ips:.0f}")
-            if tc.sample_every and done % tc.sample_every == 0 and main:
-                save_sample_grid(ema.model, defaults, tc.sample_count, out / "samples" / f"step_{done:08d}.png")
+            stop_now = r.stopping  # no grid then: checkpoint and exit
+            if tc.sample_every and done % tc.sample_every == 0 and main and not stop_now:
+                if not save_sample_grid(ema.model, defaults, tc.sample_count,
+                                        out / "samples" / f"step_{done:08d}.png", should_stop=lambda: stop.stop):
+                    accelerator.print(f"stop requested: the step {done} sample grid was abandoned")
+                    # one process stops now; several agree through the next step's flags (one more step)
+                    stop_now = world == 1
 
             # ---- save ----
-            periodic = done % tc.checkpoint_every == 0 and progress.nonfinite_streak == 0  # none inside a streak
-            if r.stopping or periodic or done == tc.max_steps:  # skipped updates leave the last good weights
+            if done % tc.checkpoint_every == 0:
+                save_due = True
+            periodic = save_due and progress.nonfinite_streak == 0  # none inside a streak: deferred to a good step
+            if save_due and not periodic and done % tc.checkpoint_every == 0:
+                accelerator.print(f"step {done}: checkpoint deferred to the next step with a finite update")
+            if stop_now or periodic or done == tc.max_steps:  # skipped updates leave the last good weights
                 save(done)
-            if r.stopping:
-                accelerator.print(f"stop requested: checkpoint saved at step {done}; continue with --resume")
-                stopped = True
+                save_due = False
+            if stop_now:
+                stopped = done < tc.max_steps
+                if stopped:
+                    accelerator.print(f"stop requested: checkpoint saved at step {done}; continue with --resume")
                 break
     bar.close()
     accelerator.end_training()
-    return {"step": done, "stopped_early": stopped, "output_dir": str(out), "model": str(out / "model")}
+    if progress.skipped_steps:
+        accelerator.print(f"{progress.skipped_steps} of {done} updates were skipped as non-finite "
+                          f"(metrics.jsonl: \"skipped\")")
+    return {"step": done, "stopped_early": stopped, "skipped_steps": progress.skipped_steps, "output_dir": str(out),
+            "model": str(out / state.MODEL_DIR)}
 
 
 def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -125,7 +125,8 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
-def summary(config: Config, step: int, images_seen: int, wall_time_s: float, world: int) -> dict[str, Any]:
-    """The training record an exported model carries."""
-    return {"steps": step, "images_seen": images_seen, "wall_time_s": wall_time_s, "processes": world,
-            "hardware": hardware(), "torch": torch.__version__, "config": config.to_dict()}
+def summary(config: Config, step: int, images_seen: int, wall_time_s: float, world: int,
+            skipped_steps: int = 0) -> dict[str, Any]:
+    """The training record an exported model carries (`skipped_steps`: updates skipped as non-finite)."""
+    return {"steps": step, "images_seen": images_seen, "skipped_steps": skipped_steps, "wall_time_s": wall_time_s,
+            "processes": world, "hardware": hardware(), "torch": torch.__version__, "config": config.to_dict()}

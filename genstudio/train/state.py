@@ -1,5 +1,7 @@
 """Save and resume: a run folder's checkpoints (Accelerate's state + the EMA + a JSON state), written into a
-temporary folder and renamed into place, pruned to the last K, with the EMA exported beside them as model/."""
+temporary folder and renamed into place, pruned to the last K, with the EMA exported beside them as model/.
+The export is part of what a resume completes: a model/ missing, or at another step than the latest checkpoint
+(a kill between the checkpoint's rename and the export), is exported again from that checkpoint's EMA."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from genstudio.atomic import fsync_tree, read_jsonl, write_json, write_text
+from genstudio.atomic import fsync_tree, read_jsonl, recover_folder, write_json, write_text
 from genstudio.config import Config, ConfigError
 from genstudio.nets import CheckpointError
 
@@ -19,6 +21,7 @@ RUN_CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.safetensors"
 LOG_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -31,6 +34,7 @@ class Progress:
     step: int = 0
     wall_time_s: float = 0.0
     nonfinite_streak: int = 0
+    skipped_steps: int = 0  # updates skipped (non-finite loss or gradient) in steps 1..step
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -39,9 +43,21 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def remove_interrupted_saves(output_dir: Path) -> None:
+def remove_interrupted_saves(output_dir: Path) -> list[str]:
+    """Remove half-written checkpoints, and repair a model/ swap a kill interrupted (see
+    genstudio.atomic.recover_folder); returns one line per repair. The main process calls it at start."""
     for stale in (output_dir / RUN_CHECKPOINTS).glob(".tmp-step_*"):
         shutil.rmtree(stale, ignore_errors=True)
+    return recover_folder(output_dir / MODEL_DIR, owner=True)
+
+
+def exported_step(output_dir: Path) -> int | None:
+    """The step of the model exported in output_dir/model (None: none there, or unreadable)."""
+    try:
+        meta = json.loads((output_dir / MODEL_DIR / "genstudio.json").read_text())
+        return int(meta["training"]["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def resume(accelerator, ema, config: Config, output_dir: Path) -> Progress | None:
@@ -59,7 +75,8 @@ def resume(accelerator, ema, config: Config, output_dir: Path) -> Progress | Non
     except Exception as e:  # torch/safetensors errors: say which checkpoint and what broke
         raise CheckpointError(f"cannot resume from {ckpt}: {type(e).__name__}: {e}") from None
     accelerator.print(f"resumed from {ckpt} at step {state['step']}")
-    return Progress(state["step"], state.get("wall_time_s", 0.0), state.get("nonfinite_streak", 0))
+    return Progress(state["step"], state.get("wall_time_s", 0.0), state.get("nonfinite_streak", 0),
+                    state.get("skipped_steps", 0))
 
 
 def save(accelerator, ema, config: Config, output_dir: Path, progress: Progress, images_seen: int,
@@ -84,6 +101,7 @@ def save(accelerator, ema, config: Config, output_dir: Path, progress: Progress,
         save_file(ema_state, str(tmp / EMA_FILE))
         write_json(tmp / STATE_FILE, {"step": step, "images_seen": images_seen, "wall_time_s": progress.wall_time_s,
                                       "nonfinite_streak": progress.nonfinite_streak,
+                                      "skipped_steps": progress.skipped_steps,
                                       "model_config": config.to_dict()["model"]})
         fsync_tree(tmp)  # durable before it becomes visible
         shutil.rmtree(final, ignore_errors=True)

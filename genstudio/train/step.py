@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -76,8 +77,9 @@ def _total(loss) -> tuple[Tensor, dict[str, Tensor]]:
 
 
 def train_step(step: int, *, config: Config, accelerator, model, forward, objective, extra: dict, optimizer,
-               data: TrainingData, num_classes: int, stop_requested: bool) -> StepResult:
-    """Compute and apply one step's gradient (the caller decides what a skipped step means)."""
+               data: TrainingData, num_classes: int, stop_requested: Callable[[], bool]) -> StepResult:
+    """Compute and apply one step's gradient (the caller decides what a skipped step means). `stop_requested()`
+    is read after the backward pass, so a stop asked for during this step stops at its end."""
     tc = config.train
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(step_seed(tc.seed, step, rank))
@@ -100,7 +102,7 @@ def train_step(step: int, *, config: Config, accelerator, model, forward, object
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = accelerator.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else math.inf)
     flags = torch.tensor([float(not torch.isfinite(loss)), float(not torch.isfinite(grad_norm)),
-                          float(stop_requested)], device=accelerator.device)
+                          float(stop_requested())], device=accelerator.device)
     loss_bad, grad_bad, stopping = (bool(f > 0) for f in accelerator.reduce(flags, reduction="sum"))
     if (loss_bad or grad_bad) and accelerator.scaler is not None:
         optimizer.step()  # the GradScaler skips the update and lowers its scale
