@@ -113,12 +113,20 @@ class Guided:
     for fixed x_t, so it is the same in any prediction space. `nfe` counts evaluations of the
     guided field; with guidance the conditional and unconditional passes share one network call
     on a doubled batch: the network runs once per evaluation and sees twice the images.
+
+    `network_batch = k` runs the network on batches of exactly k images (the last one padded by repeating
+    its first image), so that an image's output never depends on the batch it came in: batched kernels
+    round differently at different batch sizes (measured: 1/255 in about 1 of 36,864 pixel values).
     """
 
-    def __init__(self, model: nn.Module, labels: Tensor | None = None, guidance: float = 1.0):
+    def __init__(self, model: nn.Module, labels: Tensor | None = None, guidance: float = 1.0,
+                 network_batch: int | None = None):
         if labels is not None and not getattr(model, "num_classes", 0):
             raise ValueError("labels given to an unconditional model")
+        if network_batch is not None and not (isinstance(network_batch, int) and network_batch >= 1):
+            raise ValueError(f"network_batch must be a positive integer or None, got {network_batch!r}")
         self.model, self.labels, self.guidance = model, labels, float(guidance)
+        self.network_batch = network_batch
         self.path: NoisePath = model.path
         self.prediction: str = model.prediction
         self.nfe = 0
@@ -129,13 +137,31 @@ class Guided:
         self.nfe += 1
         labels = self.labels
         if labels is None or self.guidance == 1.0:
-            return self.model(x, t, labels, **extra)
+            return self._model(x, t, labels, **extra)
         t = expand(t, x).flatten()
         null = torch.full_like(labels, self.model.null_label)
         extra = {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in extra.items()}
-        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]), **extra)
+        both = self._model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]), **extra)
         cond, uncond = both.chunk(2)
         return uncond + self.guidance * (cond - uncond)
+
+    def _model(self, x: Tensor, t: Tensor | float, labels: Tensor | None, **extra) -> Tensor:
+        k = self.network_batch
+        if k is None:
+            return self.model(x, t, labels, **extra)
+        n = x.shape[0]
+        t = expand(t, x).flatten()
+        outs = []
+        for s in range(0, n, k):
+            part = [x[s:s + k], t[s:s + k], None if labels is None else labels[s:s + k],
+                    {name: v[s:s + k] if isinstance(v, Tensor) else v for name, v in extra.items()}]
+            m = part[0].shape[0]
+            if m < k:  # pad to k by repeating the part's first image
+                part[:3] = [None if v is None else torch.cat([v, v[:1].expand(k - m, *v.shape[1:])]) for v in part[:3]]
+                part[3] = {name: torch.cat([v, v[:1].expand(k - m, *v.shape[1:])]) if isinstance(v, Tensor) else v
+                           for name, v in part[3].items()}
+            outs.append(self.model(part[0], part[1], part[2], **part[3])[:m])
+        return torch.cat(outs)
 
     def predict(self, x: Tensor, t: Tensor | float, kind: str) -> Tensor:
         return convert(self(x, t), self.prediction, kind, self.path, x, t)
