@@ -240,7 +240,7 @@ MALFORMED = [  # (endpoint, arguments, a piece of the error message)
     ("sdedit", lambda c: sdedit_args(c, image=editor(c["text"])), "not an image"),
     ("sdedit", lambda c: sdedit_args(c, image=editor(c["bomb"])), "decompression bomb"),
     ("sdedit", lambda c: sdedit_args(c, image=editor(c["huge"])), "8000x2500"),
-    ("sdedit", lambda c: sdedit_args(c, image=editor(c["truncated"])), "could not be decoded"),
+    ("sdedit", lambda c: sdedit_args(c, image=editor(c["truncated"])), "cut short (truncated)"),
     ("sdedit", lambda c: sdedit_args(c, image=None), "no image"),
     ("sdedit", lambda c: sdedit_args(c, strength=1.5), "strength (0: keep the image, 1: ignore it): must be"),
     ("sdedit", lambda c: sdedit_args(c, model=c["map"], sampler="heun", label=-1), "cannot drive"),
