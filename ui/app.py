@@ -15,7 +15,7 @@ import gradio as gr
 
 from genstudio.api import Pipeline, shipped_checkpoints
 
-from .common import Shared
+from .common import Shared, user_errors
 from .models import Models
 from .tabs import compare, edit, generate, models
 
@@ -58,7 +58,8 @@ def build(checkpoints: list[str | Path] | None = None, device: str = "cpu") -> g
         generate.connect_send_to_edit(generate_tab, edit_tab.image, tabs)
         followers = [generate_tab, edit_tab, compare_tab, models_tab]  # the tabs' controls that follow the model
 
-        def on_model(model) -> dict:
+        @user_errors
+        def select_model(model) -> dict:
             """Refresh every model-dependent control for the chosen model."""
             pipe = shared.pipe(model)  # the info line, then each tab's updates
             updates = {model_info: _model_info(pipe)}
@@ -67,8 +68,8 @@ def build(checkpoints: list[str | Path] | None = None, device: str = "cpu") -> g
             return updates
 
         model_outputs = [model_info] + [c for tab in followers for c in tab.model_outputs]
-        model_dropdown.change(on_model, model_dropdown, model_outputs, api_name="select_model")
-        demo.load(on_model, model_dropdown, model_outputs, api_name=False)
+        model_dropdown.change(select_model, model_dropdown, model_outputs, api_name="select_model")
+        demo.load(select_model, model_dropdown, model_outputs, api_name=False)
     demo.studio = shared  # type: ignore[attr-defined]
     return demo
 

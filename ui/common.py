@@ -24,26 +24,26 @@ HEAVY = dict(concurrency_limit=1, concurrency_id="sampling")  # one sampling job
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Re-raise the API's ValueErrors (written for users) as gr.Error; works for plain and generator functions."""
+    """Wrap an event handler (a plain or a generator function) so that nothing reaches the user as Gradio's opaque
+    "the upstream Gradio app has raised an exception": the API's ValueErrors and FileNotFoundErrors (written for
+    users) and gr.Errors keep their messages; anything else is logged with its traceback on the server and becomes
+    a short gr.Error saying what to try (ui.validate.user_error)."""
+    where = fn.__name__.replace("_", " ")
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (ValueError, FileNotFoundError) as e:
-                if isinstance(e, gr.Error):
-                    raise
-                raise gr.Error(str(e)) from None
+            except Exception as e:
+                raise V.user_error(e, where) from None
         return gen
 
     @functools.wraps(fn)
     def plain(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as e:
-            if isinstance(e, gr.Error):
-                raise
-            raise gr.Error(str(e)) from None
+        except Exception as e:
+            raise V.user_error(e, where) from None
     return plain
 
 

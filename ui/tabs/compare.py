@@ -8,7 +8,7 @@ from genstudio.images import image_grid
 
 from .. import validate as V
 from ..common import HEAVY, Shared, label_dropdown, label_guidance, label_updates, user_errors
-from ..components import CheckedSlider
+from ..components import CheckedNumber, CheckedSlider
 
 MAX_COMPARE_RUNS = 24
 
@@ -72,7 +72,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Compare:
                                        label="samplers")
             steps = gr.Textbox("4, 10", label="step counts (comma-separated)")
         with gr.Row():
-            seed = gr.Number(0, precision=0, label="seed")
+            seed = CheckedNumber(0, precision=0, label="seed")
             n = CheckedSlider(1, 16, value=4, step=1, label="images per run")
             tab.label = label_dropdown()
             tab.guidance = CheckedSlider(0, 10, value=2.0, step=0.1, label="guidance scale")

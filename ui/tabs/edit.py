@@ -20,7 +20,7 @@ from ..common import (
     label_updates,
     user_errors,
 )
-from ..components import CheckedEditor, CheckedImage, CheckedSlider
+from ..components import CheckedEditor, CheckedImage, CheckedNumber, CheckedSlider
 
 
 def _edit_image(pipe: Pipeline, editor) -> tuple[np.ndarray, str]:
@@ -149,14 +149,14 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
             with gr.Column(scale=1):
                 tab.image = CheckedEditor(label="image (paint the mask for inpainting)", height=360,
                                           type="filepath", format="png", sources=["upload", "clipboard"],
-                                          elem_classes="pixelated",
+                                          elem_classes="pixelated", elem_id="edit-image",
                                           brush=gr.Brush(default_size=12, colors=["#ff00ff"], color_mode="fixed"))
                 tab.sampler = gr.Dropdown(usable, value=d["sampler"], label="sampler", allow_custom_value=True)
                 with gr.Row():
                     tab.steps = CheckedSlider(1, 200, value=18, step=1, label="steps")
                     tab.grid = grid_dropdown()
                 with gr.Row():
-                    tab.seed = gr.Number(0, precision=0, label="seed")
+                    tab.seed = CheckedNumber(0, precision=0, label="seed")
                     tab.n = CheckedSlider(1, 16, value=4, step=1, label="results")
                 tab.label = label_dropdown()
                 tab.guidance = CheckedSlider(0, 10, value=1.0, step=0.1, label="guidance scale")
@@ -168,7 +168,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                 with gr.Tab("SDEdit"):
                     s_strength = CheckedSlider(0, 1, value=0.5, step=0.01,
                                                label="strength (0: keep the image, 1: ignore it)")
-                    sdedit = gr.Button("SDEdit", variant="primary")
+                    sdedit = gr.Button("SDEdit", variant="primary", elem_id="sdedit-button")
                 with gr.Tab("Purify"):
                     p_strength = CheckedSlider(0.01, 0.6, value=0.3, step=0.01, label="purification strength")
                     noise = CheckedSlider(0, 1, value=0.1, step=0.01,
@@ -177,15 +177,15 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                 with gr.Tab("Interpolate"):
                     mode = gr.Radio(["seeds", "images"], value="seeds", label="between")
                     with gr.Row():
-                        seed_a = gr.Number(0, precision=0, label="seed A")
-                        seed_b = gr.Number(1, precision=0, label="seed B")
+                        seed_a = CheckedNumber(0, precision=0, label="seed A")
+                        seed_b = CheckedNumber(1, precision=0, label="seed B")
                     other = CheckedImage(label="second image (the first is the image above)", type="filepath",
                                          format="png", image_mode=None, sources=["upload", "clipboard"], height=160)
                     frames = CheckedSlider(2, 32, value=8, step=1, label="frames")
                     interpolate = gr.Button("Interpolate", variant="primary")
-                tab.info = gr.Markdown()
+                tab.info = gr.Markdown(elem_id="edit-info")
                 tab.gallery = gr.Gallery(label="results", format="png", columns=6, height="auto",
-                                         elem_classes="pixelated")
+                                         elem_id="edit-gallery", elem_classes="pixelated")
                 tab.file = gr.File(label="PNG")
 
     sampling = [tab.sampler, tab.steps, tab.grid]

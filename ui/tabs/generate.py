@@ -26,7 +26,7 @@ from ..common import (
     label_updates,
     user_errors,
 )
-from ..components import CheckedSlider
+from ..components import CheckedNumber, CheckedSlider
 from ..models import class_names
 
 
@@ -89,6 +89,7 @@ class Generate:
         yield {self.preview: enlarged(image_grid(res.images)), self.gallery: list(zip(res.images, captions)),
                self.info: info, self.file: file, self.images: res.images, self.seed: seed}
 
+    @user_errors
     def send_to_edit(self, images, index) -> dict:
         """The chosen (default: first) generated image as the Edit tab's image."""
         if images is None or len(images) == 0:
@@ -104,7 +105,9 @@ class Generate:
 
 
 def _selected(evt: gr.SelectData) -> int:
-    return evt.index
+    """The clicked gallery image's index (not wrapped in user_errors: Gradio reads the SelectData hint)."""
+    index = getattr(evt, "index", 0)
+    return index if isinstance(index, int) else 0
 
 
 def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
@@ -119,7 +122,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
                 tab.steps = CheckedSlider(1, 200, value=d["steps"], step=1, label="steps")
                 tab.grid = grid_dropdown()
                 with gr.Row():
-                    tab.seed = gr.Number(0, precision=0, label="seed (image i uses seed + i)")
+                    tab.seed = CheckedNumber(0, precision=0, label="seed (image i uses seed + i)")
                     tab.randomize = gr.Checkbox(False, label="randomize seed")
                 tab.n = CheckedSlider(1, 64, value=16, step=1, label="number of images")
                 tab.label = label_dropdown()
@@ -133,7 +136,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
                                          elem_id="generate-gallery", elem_classes="pixelated")
                 tab.file = gr.File(label="PNG grid")
                 with gr.Row():
-                    tab.index = gr.Number(0, precision=0, label="image to send (click one in the gallery)")
+                    tab.index = CheckedNumber(0, precision=0, label="image to send (click one in the gallery)")
                     tab.send = gr.Button("Send to Edit")
         tab.images = gr.State(None)
 

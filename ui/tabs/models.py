@@ -5,7 +5,7 @@ import gradio as gr
 
 from genstudio.api import Pipeline
 
-from ..common import Shared
+from ..common import Shared, user_errors
 from ..models import card
 
 
@@ -23,6 +23,7 @@ class Models:
     def on_model(self, pipe: Pipeline) -> dict:
         return {}
 
+    @user_errors
     def model_card(self, model) -> dict:
         pipe = self.shared.pipe(model)
         text, samples_png, plot, metrics = card(pipe, self.shared.models.resolve(model))
