@@ -362,16 +362,20 @@ def run_pipeline(config_path: str | Path, overrides: list[str] | None = None, de
 
     done["pairs"] = pairs(reflow["teacher"], reflow["pairs_dir"], "1/3" if reflow["distill"] else "1/2")
     say(f"[{'2/3' if reflow['distill'] else '2/2'}] training the rectified flow in {config.train.output_dir}")
-    train_on_pairs(config, say)
+    result = train_on_pairs(config, say)
     done["model"] = str(Path(config.train.output_dir) / "model")
+    if result is not None and result["stopped_early"]:  # preempted: the next stage needs the finished model
+        done["stopped_early"] = True
+        return done
     if reflow["distill"]:
         done["distill_pairs"] = pairs(done["model"], reflow["distill_pairs_dir"], "3/3")
         distill = trainer_config(data, reflow["distill_pairs_dir"], objective=DISTILL_OBJECTIVE,
                                  train={"output_dir": reflow["distill_output_dir"], "sample_sampler": "euler",
                                         "sample_steps": 1})
         say(f"[3/3] training the one-step model in {distill.train.output_dir}")
-        train_on_pairs(distill, say)
+        result = train_on_pairs(distill, say)
         done["distilled"] = str(Path(distill.train.output_dir) / "model")
+        done["stopped_early"] = bool(result is not None and result["stopped_early"])
     return done
 
 
@@ -408,6 +412,9 @@ def add_reflow_commands(sub) -> argparse.ArgumentParser:
 
 
 def cmd_reflow(args: argparse.Namespace) -> int:
+    """Exit 0 when done, 3 (genstudio.train.EXIT_STOPPED) when a training stage was stopped by a signal."""
+    from .train import EXIT_STOPPED
+
     overrides = list(getattr(args, "overrides", []))
     if overrides and args.stage == "generate":
         raise ValueError(f"unrecognized arguments: {' '.join(overrides)}")
@@ -429,9 +436,11 @@ def cmd_reflow(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.pairs} is not a complete pairs folder: run `genstudio reflow generate` first")
         result = run(config, resume=args.resume)
         print(f"trained {result['step']} steps -> {result['model']}")
+        return EXIT_STOPPED if result["stopped_early"] else 0
     else:
         done = run_pipeline(args.config, overrides, device=args.device)
         print(json.dumps(done, indent=2))
+        return EXIT_STOPPED if done.get("stopped_early") else 0
     return 0
 
 

@@ -202,3 +202,26 @@ def test_reflow_config_validates_without_its_reflow_section():
     assert validate(distill) and distill.data.source == "elsewhere"
     with pytest.raises(ValueError, match="unknown key in \\[reflow\\] 'nn'"):
         read_reflow_config(ROOT / "configs" / "reflow_cifar10.toml", ["--reflow.nn", "1"])
+
+
+def test_a_pipeline_whose_training_was_stopped_goes_no_further_and_exits_3(flow_ckpt, tmp_path, monkeypatch):
+    import tomli_w
+
+    cfg = toy_config(tmp_path, tmp_path)
+    cfg["model"].update(path={"name": "linear"}, prediction="velocity", precond={"name": "none"})
+    cfg["objective"] = {"name": "flow_matching"}
+    cfg["data"] = {"image_size": 8, "flip": False}
+    cfg["train"].update(sample_sampler="euler")
+    cfg["reflow"] = {"teacher": str(flow_ckpt), "pairs_dir": str(tmp_path / "pairs"), "n": 4, "sampler": "euler",
+                     "steps": 1, "shard_size": 2, "batch_size": 4, "distill": True,
+                     "distill_pairs_dir": str(tmp_path / "distill_pairs"),
+                     "distill_output_dir": str(tmp_path / "distill")}
+    (tmp_path / "reflow.toml").write_text(tomli_w.dumps(cfg))
+    trained = []
+
+    def preempted(config, say=print):  # what run() returns for a run stopped by SIGTERM before max_steps
+        trained.append(config.train.output_dir)
+        return {"step": 3, "stopped_early": True, "output_dir": config.train.output_dir, "model": ""}
+    monkeypatch.setattr(reflow, "train_on_pairs", preempted)
+    assert reflow.main(["pipeline", "--config", str(tmp_path / "reflow.toml")]) == 3
+    assert trained == [cfg["train"]["output_dir"]] and not (tmp_path / "distill_pairs").exists()
