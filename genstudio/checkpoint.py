@@ -8,16 +8,21 @@
 Format version 2 lists the components; version 1 (every checkpoint shipped before it) named one "network" and
 implied the folders, and still loads. No pickle anywhere: safetensors and JSON only. Folders are written to a
 temporary sibling and renamed into place (genstudio.atomic), so a crash mid-write never leaves one that loads wrong.
+
+Loading refuses, with a CheckpointError naming the file, field or tensor, anything that cannot be right
+(genstudio.checks): descriptions too large, too deep, of the wrong types or out of bounds; pickles; weights that are
+missing, extra, misshapen, non-floating, non-finite or absurd; and a model whose forward pass on a probe image is
+not finite.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .atomic import atomic_folder, write_json
+from .checks import Problems, check_defaults, check_model_fields, check_training, probe, read_json, short
 from .families import FAMILIES, family_for_checkpoint
 from .model import Model
 from .nets import CheckpointError, UNetBackbone, load_components, save_components
@@ -47,27 +52,43 @@ def export_model(model: Model, folder: str | Path, training: dict[str, Any] | No
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
-    """genstudio.json, checked, and brought to the current format version."""
+    """genstudio.json, checked field by field, and brought to the current format version."""
     folder = Path(folder)
     meta_file = folder / META_FILE
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a checkpoint folder (no such directory)")
-    if not meta_file.is_file():
+    if not meta_file.exists():
         hint = " (a training run? use its model/ subfolder)" if (folder / "model" / META_FILE).is_file() else ""
         raise CheckpointError(f"{folder} is not a genstudio checkpoint: {META_FILE} is missing{hint}")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_file} is not valid JSON ({e}); the checkpoint is corrupt") from None
+    meta = read_json(meta_file)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_file} is not a genstudio model description (format != {FORMAT!r})")
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{folder} was written by a newer genstudio (format version {meta['version']})")
+    problems = Problems(meta_file)
+    version = meta.get("version", 1)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{folder} was written by a newer genstudio (format version {version}; this one reads "
+                              f"1..{FORMAT_VERSION})")
+    version = problems.integer(meta, "version", 1, FORMAT_VERSION, default=1)
+    problems.check()
+    name = problems.string(meta, "family", default=None)
+    kind = problems.string(meta, "kind", default="field")
+    problems.check()
     try:
-        family = family_for_checkpoint(meta.get("family"), meta.get("kind", "field"))
+        family = family_for_checkpoint(name, kind)
     except ValueError as e:
-        raise CheckpointError(f"{folder}: {e}") from None
-    if meta.get("version", 1) < 2:  # version 1: a diffusers UNet in each component folder the family saves
+        raise CheckpointError(f"{meta_file}: {e}") from None
+    check_model_fields(problems, meta)
+    check_defaults(problems, meta, kind)
+    check_training(problems, meta)
+    if version < 2:  # version 1: a diffusers UNet in each component folder the family saves
+        problems.string(meta, "network", default=None)
+    else:
+        components = problems.mapping(meta, "components")
+        if components and set(components) != set(family.components):
+            problems.add("components", f"= {short(sorted(components))}: family {family.name!r} reads the "
+                                       f"component(s) {sorted(family.components)}")
+    problems.check()
+    if version < 2:
         meta = {k: v for k, v in meta.items() if k != "network"}
         meta.update(version=FORMAT_VERSION, family=family.name,
                     components={name: {"network": UNetBackbone.name} for name in family.components})
@@ -89,6 +110,8 @@ def load_model(folder: str | Path, device: str | torch.device | None = None,
     components = load_components(folder, meta.get("components"), dtype=dtype)
     try:
         model = FAMILIES[meta["family"]].load(meta, components)
+    except CheckpointError as e:
+        raise CheckpointError(f"{folder}: {e}") from None
     except (ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"cannot load {folder}: {type(e).__name__}: {e}") from None
     expected = meta.get("num_classes", 0)
@@ -96,4 +119,6 @@ def load_model(folder: str | Path, device: str | torch.device | None = None,
     if embeds != (expected + 1 if expected else 0):
         raise CheckpointError(f"{folder}: genstudio.json says {expected} classes but the network has "
                               f"{embeds or None} class embeddings")
-    return model.to(device or "cpu").eval(), meta
+    model = model.to(device or "cpu").eval()
+    probe(model, folder)
+    return model, meta
