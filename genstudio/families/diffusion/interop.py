@@ -12,18 +12,19 @@ Time convention: diffusers' timestep index j is our t = j + 1 on `VPDiscretePath
 t - 1 is exactly what a diffusers pipeline feeds its UNet; so a diffusers UNet needs no
 preconditioning (NoPrecond) and a genstudio model on that path needs no change to run in diffusers.
 
-Only safetensors are read: a folder whose weights are a pickled `.bin` is refused, never unpickled.
+Only safetensors are read, by genstudio itself (genstudio.nets.UNetBackbone.load): a folder holding a pickled `.bin`
+(or an index naming one) is refused, never unpickled; every JSON file is size-capped and checked field by field, and
+the loaded model must give a finite output on a probe image (genstudio.checks).
 """
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from genstudio.atomic import atomic_folder, write_json
+from genstudio.checks import MAX_NUM_STEPS, Problems, probe, read_json_object, refuse_pickles, short
 from genstudio.core.paths import VPDiscretePath
 from genstudio.core.precond import NoPrecond
 from genstudio.model import Model
@@ -40,31 +41,42 @@ _UNSUPPORTED_SCHEDULES = {
     "scaled_linear": "betas = linspace(sqrt(beta_start), sqrt(beta_end), N)^2",
     "squaredcos_cap_v2": "the iDDPM cosine betas capped at 0.999",
 }
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def _read_json(file: Path, what: str) -> dict[str, Any]:
-    if not file.is_file():
+    """A JSON object, size- and depth-capped (genstudio.checks.read_json)."""
+    if not file.exists():
         raise CheckpointError(f"{file} is missing: not a diffusers pipeline folder ({what})")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} is not a JSON object")
-    return data
+    return read_json_object(file)
 
 
 def path_from_scheduler_config(config: dict[str, Any]) -> tuple[VPDiscretePath, str]:
     """(path, native prediction) of a diffusers scheduler config; what genstudio cannot represent
     exactly is a CheckpointError that says so."""
     name = config.get("_class_name", "?")
-    if name not in SCHEDULERS:
+    if not isinstance(name, str) or name not in SCHEDULERS:
         raise CheckpointError(f"scheduler {name!r} is not supported; genstudio reads the discrete DDPM schedule "
                               f"of {', '.join(SCHEDULERS)}")
-    n = int(config.get("num_train_timesteps", 1000))
-    beta_start, beta_end = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
-    schedule = config.get("beta_schedule", "linear")
+    p = Problems("scheduler_config.json")
+    n = p.integer(config, "num_train_timesteps", 1, MAX_NUM_STEPS, default=1000)
+    beta_start = p.real(config, "beta_start", 0, 1, default=1e-4, lo_open=True, hi_open=True)
+    beta_end = p.real(config, "beta_end", 0, 1, default=0.02, lo_open=True, hi_open=True)
+    schedule = p.string(config, "beta_schedule", default="linear")
+    kind = p.string(config, "prediction_type", default="epsilon")  # configs older than diffusers 0.10 lack it
+    for key in ("clip_sample", "rescale_betas_zero_snr", "thresholding", "set_alpha_to_one"):
+        p.boolean(config, key, default=False)
+    p.real(config, "clip_sample_range", 0, 1e4, default=1.0, lo_open=True)
+    p.real(config, "sample_max_value", 0, 1e4, default=1.0, lo_open=True)
+    p.real(config, "dynamic_thresholding_ratio", 0, 1, default=0.995, lo_open=True)
+    p.integer(config, "steps_offset", 0, MAX_NUM_STEPS, default=0)
+    p.choice(config, "timestep_spacing", ("leading", "trailing", "linspace"), default="leading")
+    p.choice(config, "variance_type", (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log",
+                                       "learned", "learned_range"), default=None)
+    p.string(config, "_diffusers_version", default=None, max_len=64)
+    p.check()
+    if beta_start > beta_end:
+        raise CheckpointError(f"scheduler_config.json: beta_start = {beta_start:g} must be <= beta_end = "
+                              f"{beta_end:g}")
     if config.get("trained_betas") is not None:
         raise CheckpointError("a scheduler with explicit trained_betas is not supported yet "
                               "(genstudio's vp_discrete path has linear betas only)")
@@ -75,31 +87,11 @@ def path_from_scheduler_config(config: dict[str, Any]) -> tuple[VPDiscretePath, 
         raise CheckpointError(f"unknown beta_schedule {schedule!r}; supported: 'linear'")
     if config.get("rescale_betas_zero_snr"):
         raise CheckpointError("rescale_betas_zero_snr=True (zero terminal SNR) is not supported yet")
-    if not (n >= 1 and 0 < beta_start <= beta_end < 1 and math.isfinite(beta_end)):
-        raise CheckpointError(f"bad schedule: num_train_timesteps={n}, beta_start={beta_start}, beta_end={beta_end}")
-    kind = config.get("prediction_type", "epsilon")  # configs older than diffusers 0.10 lack it: epsilon
     if kind not in PREDICTION_FROM_DIFFUSERS:
         raise CheckpointError(f"prediction_type {kind!r} is not supported; "
                               f"known: {', '.join(PREDICTION_FROM_DIFFUSERS)}")
     path = VPDiscretePath(num_steps=n, beta_start=beta_start, beta_end=beta_end, t_min=1.0, t_max=float(n))
     return path, PREDICTION_FROM_DIFFUSERS[kind]
-
-
-def _check_weights(unet_dir: Path) -> None:
-    if not (unet_dir / "config.json").is_file():
-        raise CheckpointError(f"{unet_dir / 'config.json'} is missing")
-    if (unet_dir / WEIGHTS).is_file() or (unet_dir / f"{WEIGHTS}.index.json").is_file():
-        return
-    pickles = sorted(p.name for p in unet_dir.glob("*.bin"))
-    if pickles:
-        raise CheckpointError(
-            f"{unet_dir} has only {', '.join(pickles)}: a pickle file, which genstudio never loads (unpickling runs "
-            "arbitrary code). If you trust its source, convert it once to safetensors with diffusers:\n"
-            f"    python -c \"from diffusers import UNet2DModel; UNet2DModel.from_pretrained('{unet_dir}', "
-            f"use_safetensors=False).save_pretrained('{unet_dir}', safe_serialization=True)\"\n"
-            "or download the repository's .safetensors weights (e.g. huggingface_hub.snapshot_download(repo_id, "
-            "allow_patterns=['*.json', '*.safetensors'])).")
-    raise CheckpointError(f"{unet_dir} has no {WEIGHTS}")
 
 
 def is_diffusers_pipeline(folder: Path) -> bool:
@@ -120,13 +112,30 @@ def load_diffusers_pipeline(folder: str | Path, device: str | torch.device | Non
                               "(an unconditional UNet2DModel plus a DDPM-style scheduler)")
     unet_entry = index.get("unet")
     if not (isinstance(unet_entry, list) and unet_entry[-1:] == ["UNet2DModel"]):
-        raise CheckpointError(f"{folder}: model_index.json's unet is {unet_entry!r}, not a diffusers UNet2DModel")
+        raise CheckpointError(f"{folder}: model_index.json's unet is {short(unet_entry)}, not a diffusers UNet2DModel")
+    scheduler_entry = index.get("scheduler")
+    if not (isinstance(scheduler_entry, list) and len(scheduler_entry) == 2 and
+            all(isinstance(x, str) and len(x) <= 64 for x in scheduler_entry)):
+        raise CheckpointError(f"{folder}: model_index.json's scheduler is {short(scheduler_entry)}, not a "
+                              "[library, class] pair")
+    version = index.get("_diffusers_version")
+    if version is not None and not (isinstance(version, str) and len(version) <= 64):
+        raise CheckpointError(f"{folder / 'model_index.json'}: _diffusers_version = {version!r} must be a short "
+                              "string")
     sched = _read_json(folder / "scheduler" / "scheduler_config.json", "scheduler config")
-    path, prediction = path_from_scheduler_config(sched)
+    try:
+        path, prediction = path_from_scheduler_config(sched)
+    except CheckpointError as e:
+        raise CheckpointError(f"{folder / 'scheduler'}: {e}") from None
     unet_dir = folder / "unet"
-    _check_weights(unet_dir)
+    refuse_pickles(unet_dir)
+    refuse_pickles(folder / "scheduler", weights=False)
+    if not (unet_dir / "config.json").is_file():
+        raise CheckpointError(f"{unet_dir / 'config.json'} is missing")
     try:
         network = UNetBackbone.load(unet_dir, dtype=dtype)
+    except CheckpointError:
+        raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"cannot load {unet_dir}: {type(e).__name__}: {e}") from None
     cfg = network.config
@@ -144,11 +153,13 @@ def load_diffusers_pipeline(folder: str | Path, device: str | torch.device | Non
                          "options": {"clip_denoised": True} if sched.get("clip_sample", False) else {}},
             "training": {},
             "source": "diffusers",
-            "diffusers": {"pipeline": pipeline, "version": index.get("_diffusers_version"), "scheduler": sched,
+            "diffusers": {"pipeline": pipeline, "version": version, "scheduler": sched,
                           # DDPMPipeline/DDIMPipeline clip x0 to [-1, 1] when this is set; our samplers'
                           # clip_denoised=True matches DDIM with use_clipped_model_output=True.
                           "clip_sample": bool(sched.get("clip_sample", False))}}
-    return model.to(device or "cpu").eval(), meta
+    model = model.to(device or "cpu").eval()
+    probe(model, folder)
+    return model, meta
 
 
 def diffusers_scheduler_config(model: Model) -> dict[str, Any]:
