@@ -39,7 +39,7 @@ from genstudio.config import Config
 from genstudio.core.paths import LinearPath, NoisePath, expand, path_from_config
 from genstudio.core.precond import NoPrecond, precond_from_config
 from genstudio.model import Model
-from genstudio.nets import UNetBackbone, unet_config
+from genstudio.nets import CheckpointError, UNetBackbone, unet_config
 from genstudio.objective import Batch, Objective, mean_per_sample
 from samplers.caf import caf_step  # noqa: F401  (the sampler's closed-form move, re-exported with the family)
 
@@ -182,8 +182,17 @@ def build_caf_model(family: Family, config: Config) -> CAFModel:
 
 
 def load_caf_model(family: Family, meta: dict[str, Any], components: dict[str, nn.Module]) -> CAFModel:
-    network = CAFNetwork(components["velocity"], components["acceleration"])
-    return CAFModel.from_spec({**meta, "family": family.name}, network)
+    """The two components as one CAFNetwork; the acceleration network must take the velocity network's images
+    and initial velocity (twice the channels, the same size) and share its class embeddings."""
+    if set(components) != set(PARTS):
+        raise CheckpointError(f"a CAF checkpoint has components {list(PARTS)}, got {sorted(components)}")
+    velocity, accel = components["velocity"], components["acceleration"]
+    (c, h, w), (ca, ha, wa) = velocity.image_shape, accel.image_shape
+    if (ca, ha, wa) != (2 * c, h, w) or accel.class_embeddings != velocity.class_embeddings:
+        raise CheckpointError(f"the CAF acceleration network takes {ca} channels of {ha}x{wa} with "
+                              f"{accel.class_embeddings} class embeddings; the velocity network's images and initial "
+                              f"velocity need {2 * c} channels of {h}x{w} and its {velocity.class_embeddings}")
+    return CAFModel.from_spec({**meta, "family": family.name}, CAFNetwork(velocity, accel))
 
 
 FAMILY = register_family(Family(

@@ -16,7 +16,7 @@ from genstudio.config import Config
 from genstudio.core.paths import path_from_config
 from genstudio.core.precond import precond_from_config
 from genstudio.model import Model
-from genstudio.nets import UNetBackbone, unet_config
+from genstudio.nets import CheckpointError, UNetBackbone, unet_config
 
 FAMILIES: dict[str, "Family"] = {}
 
@@ -31,6 +31,9 @@ def build_unet_model(family: "Family", config: Config) -> Model:
 
 def load_single_network(family: "Family", meta: dict[str, Any], components: dict[str, nn.Module]) -> Model:
     """The common case: a Model around the checkpoint's one component."""
+    if len(components) != 1:
+        raise CheckpointError(f"family {family.name!r} reads one component, got {len(components)}: "
+                              f"{', '.join(sorted(components))}")
     (network,) = components.values()
     return Model.from_spec({**meta, "family": family.name}, network)
 
