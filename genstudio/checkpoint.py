@@ -43,6 +43,10 @@ def export_model(model: Model, folder: str | Path, training: dict[str, Any] | No
     if model.family not in FAMILIES:
         raise CheckpointError(f"cannot export a model of unregistered family {model.family!r}; "
                               f"registered: {', '.join(FAMILIES)}")
+    expected = FAMILIES[model.family].components
+    if set(model.components()) != set(expected):  # what read_meta will require
+        raise CheckpointError(f"family {model.family!r} reads the component(s) {sorted(expected)}, but this model's "
+                              f"network has {sorted(model.components())}: set the Family's components")
     with atomic_folder(folder) as tmp:
         components = save_components(model.components(), tmp)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **model.spec(), "components": components,
@@ -74,7 +78,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     kind = problems.string(meta, "kind", default="field")
     problems.check()
     try:
-        family = family_for_checkpoint(name, kind)
+        family = family_for_checkpoint(name, kind, version)
     except ValueError as e:
         raise CheckpointError(f"{meta_file}: {e}") from None
     check_model_fields(problems, meta)
@@ -90,9 +94,9 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     problems.check()
     if version < 2:
         meta = {k: v for k, v in meta.items() if k != "network"}
-        meta.update(version=FORMAT_VERSION, family=family.name,
+        meta.update(version=FORMAT_VERSION,
                     components={name: {"network": UNetBackbone.name} for name in family.components})
-    return meta
+    return {**meta, "family": family.name}
 
 
 def load_model(folder: str | Path, device: str | torch.device | None = None,

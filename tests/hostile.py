@@ -419,10 +419,14 @@ def _cases() -> list[Case]:
                          (99, r"written by a newer genstudio \(format version 99; this one reads 1\.\.2\)")):
         add("descriptions", f"version-{value!r}", G, meta_edit(version=value), match, "fields")
     add("descriptions", "family-unknown", G, meta_edit(family="alchemy"),
-        r"no registered family reads family 'alchemy'", "fields")
+        r"unknown family 'alchemy' \(kind 'field'\)", "fields")
+    add("descriptions", "family-without-its-kind", G, meta_edit(kind="map"),
+        r"family 'diffusion' makes 'field' models, not kind 'map'", "fields")
+    add("descriptions", "family-unknown-kind-of-another", G, meta_edit(family="alchemy", kind="map"),
+        r"unknown family 'alchemy' \(kind 'map'\)", "fields")
     add("descriptions", "family-a-list", G, meta_edit(family=["diffusion"]),
         r"family = \['diffusion'\] is a list; it must be a string", "fields")
-    add("descriptions", "kind-unknown", G, meta_edit(kind="teleport"), r"model kind 'teleport'", "fields")
+    add("descriptions", "kind-unknown", G, meta_edit(kind="teleport"), r"not kind 'teleport'", "fields")
     add("descriptions", "prediction-unknown", G, meta_edit(prediction="noise"),
         r"prediction = 'noise' is an unknown prediction type; it must be one of 'x0', 'eps'", "fields")
     add("descriptions", "prediction-a-number", G, meta_edit(prediction=5), r"prediction = 5 is an integer", "fields")

@@ -44,7 +44,7 @@ class Family:
     objectives: tuple[type, ...]          # its objective classes (each with a unique `name`)
     kinds: tuple[str, ...] = ("field",)   # the model kinds it makes (samplers declare the kinds they drive)
     summary: str = ""                     # one line, with the papers
-    components: tuple[str, ...] = ("unet",)  # its checkpoints' component folders (read from version-1 files)
+    components: tuple[str, ...] = ("unet",)  # its models' components() names: its checkpoints' folders
     builder: Callable[["Family", Config], Model] = build_unet_model
     loader: Callable[["Family", dict[str, Any], dict[str, nn.Module]], Model] = load_single_network
     # A foreign checkpoint layout this family reads: (is_foreign(folder), load(folder, device, dtype) -> (model, meta)).
@@ -111,14 +111,16 @@ def build_from_config(config: Config) -> tuple[Model, Any]:
     return family_of_objective(config.objective.name).build(config), objective
 
 
-def family_for_checkpoint(name: Any, kind: str) -> Family:
-    """The family that reads a checkpoint recording family `name` and model kind `kind`. Version-1 files named
-    the family a kind descended from (a kind-"caf" model said family "flow"): the one family that makes that
-    kind reads them."""
+def family_for_checkpoint(name: Any, kind: str, version: int) -> Family:
+    """The family that reads a checkpoint recording family `name` and model kind `kind`: the named one, which
+    must make that kind. Version-1 files named the family a kind descended from (a kind-"caf" model said family
+    "flow"): for them, the one family that makes that kind reads them."""
     if name in FAMILIES and kind in FAMILIES[name].kinds:
         return FAMILIES[name]
     makers = [f for f in FAMILIES.values() if kind in f.kinds]
-    if len(makers) == 1:
+    if version < 2 and len(makers) == 1:
         return makers[0]
-    raise ValueError(f"no registered family reads family {name!r} with model kind {kind!r}; "
-                     f"known families: {', '.join(FAMILIES)}")
+    if name in FAMILIES:
+        raise ValueError(f"family {name!r} makes {' or '.join(map(repr, FAMILIES[name].kinds))} models, not "
+                         f"kind {kind!r}")
+    raise ValueError(f"unknown family {name!r} (kind {kind!r}); known families: {', '.join(FAMILIES)}")
