@@ -28,6 +28,7 @@ from samplers.run import run_sampler
 from . import edit
 from .checkpoint import load_model
 from .core.noise import generators, randn_like
+from .families import FAMILIES
 from .images import to_uint8
 from .model import Guided, Model
 
@@ -165,7 +166,9 @@ class Pipeline:
 
     def info(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters())
-        return {"name": self.name, "family": self.model.family, "path": self.meta.get("path"),
+        family = FAMILIES.get(self.model.family)
+        return {"name": self.name, "family": self.model.family, "family_summary": family.summary if family else "",
+                "kind": self.model.kind, "editors": self.editors(), "path": self.meta.get("path"),
                 "prediction": self.model.prediction, "precond": self.meta.get("precond"),
                 "num_classes": self.num_classes, "parameters": params, "samplers": self.samplers(),
                 "defaults": self.defaults(), "training": {k: v for k, v in self.meta.get("training", {}).items()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .nets import PRESETS
+from .presets import PRESETS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    network: str = "tiny"                      # preset: genstudio.nets.PRESETS
+    network: str = "tiny"                      # preset: genstudio.presets.PRESETS
     unet: dict = field(default_factory=dict)   # UNet2DModel keyword overrides
     path: dict = field(default_factory=lambda: {"name": "edm"})
     prediction: str = "x0"

@@ -24,20 +24,7 @@ from .checks import (
     refuse_pickles,
     short,
 )
-
-_BLOCKS_2 = dict(down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))  # attention at 16x16
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # ~1.1M parameters: tests and CPU experiments.
-    "tiny": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8, **_BLOCKS_2),
-    # ~6.5M parameters: what a CPU can train in hours.
-    "small": dict(block_out_channels=(64, 128, 128), layers_per_block=2, **_BLOCKS_2),
-    # 35.7M parameters: the CIFAR-10 net of Ho et al. 2020 (ch 128, mult 1,2,2,2, attention at 16x16, dropout 0.1).
-    "ddpm": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, dropout=0.1,
-                 down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
-}
+from .presets import PRESETS  # plain data, read by the config without torch
 
 NETWORKS: dict[str, type] = {}
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name, in each component folder

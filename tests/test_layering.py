@@ -16,7 +16,7 @@ PACKAGES = ("genstudio", "samplers", "ui")
 LAYERS: list[tuple[str, ...]] = [
     ("genstudio.core",),
     ("samplers",),
-    ("genstudio.atomic", "genstudio.data", "genstudio.images", "genstudio.pairs"),
+    ("genstudio.atomic", "genstudio.data", "genstudio.images", "genstudio.pairs", "genstudio.presets"),
     ("genstudio.nets", "genstudio.checks", "genstudio.config", "genstudio.model", "genstudio.objective",
      "genstudio.ema"),
     ("genstudio.families",),

@@ -162,15 +162,21 @@ def open_image(source: str | Path | bytes | None, what: str = "image") -> Image.
             im = Image.open(path)  # reads the header only (and a PNG's chunks before its pixels)
     except DECODE_ERRORS as e:
         raise _decode_error(e, what) from None
-    if im.format not in IMAGE_FORMATS:
-        raise gr.Error(f"the {what} is in the {im.format} format, which is not accepted; upload a PNG, JPEG or WebP")
-    w, h = im.size
-    if w < 1 or h < 1 or w * h > MAX_PIXELS:
-        raise gr.Error(f"the {what} is {w}x{h} pixels; at most {MAX_PIXELS:,} pixels (e.g. 4096x4096) are accepted")
     try:
-        im.load()
-    except DECODE_ERRORS as e:
-        raise _decode_error(e, what) from None
+        if im.format not in IMAGE_FORMATS:
+            raise gr.Error(f"the {what} is in the {im.format} format, which is not accepted; "
+                           "upload a PNG, JPEG or WebP")
+        w, h = im.size
+        if w < 1 or h < 1 or w * h > MAX_PIXELS:
+            raise gr.Error(f"the {what} is {w}x{h} pixels; at most {MAX_PIXELS:,} pixels (e.g. 4096x4096) "
+                           "are accepted")
+        try:
+            im.load()
+        except DECODE_ERRORS as e:
+            raise _decode_error(e, what) from None
+    except gr.Error:
+        im.close()  # a refused file is not held open while the error travels
+        raise
     return _plain_mode(_upright(im), what)
 
 

@@ -22,7 +22,7 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from ..atomic import atomic_folder, write_json
 from ..data import DataError, ImageSet, default_cache_dir, load_images, offline_cifar10, to_model_range
 from .extractors import Extractor, MetricsError, make_extractor
-from .options import ALL_METRICS, DEFAULT_METRICS, PRECISIONS, EvaluatorOptions, pop_options
+from .options import ALL_METRICS, DEFAULT_METRICS, EvaluatorOptions, pop_options
 
 __all__ = ["evaluate", "evaluate_images", "Evaluator", "EvaluatorOptions", "default_reference", "metrics_from_features",
            "checkpoint_hash", "MetricsError", "ALL_METRICS", "DEFAULT_METRICS", "DEFAULT_N", "PAPER_N"]
@@ -179,14 +179,13 @@ class Evaluator(EvaluatorOptions):
         bad = sorted(set(self.metrics) - set(ALL_METRICS))
         if bad or not self.metrics:
             raise MetricsError(f"unknown metric(s) {bad}; choose from {', '.join(ALL_METRICS)}")
-        if self.extractor not in DEFAULT_N:
-            raise MetricsError(f"unknown extractor {self.extractor!r}; choose 'c10' or 'inception'")
-        if self.split not in ("train", "test"):
-            raise MetricsError(f"split must be 'train' or 'test', got {self.split!r}")
+        for f in fields(EvaluatorOptions):  # every option with choices, from the one declaration
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise MetricsError(f"{f.name} must be one of {', '.join(map(repr, choices))}, "
+                                   f"got {getattr(self, f.name)!r}")
         if self.batch_size < 1:
             raise MetricsError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise MetricsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cache = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
 

@@ -41,7 +41,6 @@ from genstudio.core.precond import NoPrecond, precond_from_config
 from genstudio.model import Model
 from genstudio.nets import CheckpointError, UNetBackbone, unet_config
 from genstudio.objective import Batch, Objective, mean_per_sample
-from samplers.caf import caf_step  # noqa: F401  (the sampler's closed-form move, re-exported with the family)
 
 from . import flow
 from .registry import Family, register_family

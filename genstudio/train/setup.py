@@ -15,7 +15,7 @@ from genstudio.data import load_images
 from genstudio.families import build_from_config
 from genstudio.model import Model
 from genstudio.objective import Objective
-from genstudio.pairs import check_finite, is_pairs_folder, load_pairs
+from genstudio.pairs import is_pairs_folder, load_pairs
 
 
 def build_model(config: Config) -> Model:
@@ -76,9 +76,6 @@ def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch
         data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
                            cache_dir=config.data.cache_dir or None)
         images, labels = data.images, data.labels
-    for tensor, what in ((images, "images"), (noise, "noise")):  # uint8 images always are; float data may not be
-        if tensor is not None:
-            check_finite(tensor, f"{config.data.source}: {what}")
     if config.data.limit and config.data.limit < len(images):
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.train.seed))
         keep = keep[:config.data.limit]
