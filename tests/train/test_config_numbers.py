@@ -7,7 +7,7 @@ import pytest
 import genstudio.train as train_mod
 from genstudio.config import ConfigError, DataConfig, TrainConfig, config_from_dict
 from tests.helpers import toy_config
-from tests.train.test_train import write_toml
+from tests.train.runs import write_toml
 
 FLOAT_KEYS = [("train", f.name) for f in TrainConfig.__dataclass_fields__.values() if f.type in ("float", float)]
 FLOAT_KEYS += [("data", f.name) for f in DataConfig.__dataclass_fields__.values() if f.type in ("float", float)]

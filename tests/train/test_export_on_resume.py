@@ -16,8 +16,7 @@ from genstudio.checkpoint import load_model
 from genstudio.config import config_from_dict
 from genstudio.train import EXIT_OK, latest_checkpoint, run
 from tests.helpers import ROOT, toy_config
-from tests.train.runs import model_step
-from tests.train.test_train import losses, write_toml
+from tests.train.runs import losses, model_step, write_toml
 
 _KILLED_EXPORT = r"""
 import os, sys

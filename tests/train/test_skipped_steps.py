@@ -14,8 +14,7 @@ from genstudio.checkpoint import load_model
 from genstudio.config import config_from_dict
 from genstudio.train import EXIT_ERROR, latest_checkpoint, run
 from tests.helpers import toy_config, write_pairs
-from tests.train.runs import steps_of
-from tests.train.test_train import _patch_objective, write_toml
+from tests.train.runs import patch_objective, steps_of, write_toml
 
 
 @pytest.mark.parametrize("bad, saved", [
@@ -26,7 +25,7 @@ from tests.train.test_train import _patch_objective, write_toml
 ])
 def test_a_checkpoint_due_at_a_skipped_step_is_saved_at_the_next_good_one(tmp_path, toy_data, monkeypatch, capsys,
                                                                          bad, saved):
-    _patch_objective(monkeypatch, bad)
+    patch_objective(monkeypatch, bad)
     result = run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=12, keep_checkpoints=10,
                                              max_nonfinite=5)))
     assert steps_of(tmp_path / "run") == saved
@@ -44,7 +43,7 @@ def test_a_checkpoint_due_at_a_skipped_step_is_saved_at_the_next_good_one(tmp_pa
 def test_skipped_steps_survive_a_resume_and_reach_the_card(tmp_path, toy_data, monkeypatch):
     from genstudio.publish import publish
 
-    _patch_objective(monkeypatch, {3, 6})  # one call per step: calls 3 and 6 are steps 3 and 6 (then 10 after resume)
+    patch_objective(monkeypatch, {3, 6})  # one call per step: calls 3 and 6 are steps 3 and 6 (then 10 after resume)
     cfg = toy_config(tmp_path, toy_data, max_steps=8, checkpoint_every=4)
     run(config_from_dict(cfg))
     assert load_model(tmp_path / "run")[1]["training"]["skipped_steps"] == 2

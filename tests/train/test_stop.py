@@ -11,8 +11,7 @@ import genstudio.api as api_mod
 import genstudio.train as train_mod
 from genstudio.train import EXIT_OK, EXIT_STOPPED
 from tests.helpers import ROOT, toy_config
-from tests.train.runs import model_step, steps_of
-from tests.train.test_train import _wrap_objective, losses, write_toml
+from tests.train.runs import losses, model_step, steps_of, wrap_objective, write_toml
 
 
 def _signal_in_sampler(monkeypatch, at_call):
@@ -63,7 +62,7 @@ def _signal_in_loss(monkeypatch, at_step):
         if len(calls) == at_step:
             os.kill(os.getpid(), signal.SIGTERM)
         return loss(model, batch, **kw)
-    _wrap_objective(monkeypatch, term_at)
+    wrap_objective(monkeypatch, term_at)
 
 
 @pytest.mark.parametrize("at_step, code, saved, grids", [

@@ -1,41 +1,19 @@
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import genstudio.train as train_mod
-import genstudio.train.setup as train_setup
-from genstudio.atomic import read_jsonl
 from genstudio.checkpoint import load_model
 from genstudio.config import ConfigError, config_from_dict, load_config
 from genstudio.train import NonFiniteLossError, batch_indices, latest_checkpoint, run
 from tests.helpers import ROOT, toy_config, write_pairs
-
-
-def losses(run_dir) -> dict[int, float]:
-    return {rec["step"]: rec["loss"] for rec in read_jsonl(Path(run_dir) / "metrics.jsonl")}
-
-
-def write_toml(path, cfg):
-    import tomli_w
-
-    path.write_text(tomli_w.dumps(cfg))
-    return path
-
-
-def train_cmd(config_path, *extra):
-    return [sys.executable, "-m", "genstudio.train", "--config", str(config_path), *extra]
-
-
-def env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+from tests.train.runs import env, losses, patch_objective, train_cmd, wrap_objective, write_toml
 
 
 def test_tiny_model_loss_falls_by_half(tmp_path, toy_data):
@@ -97,41 +75,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, toy_data):
     assert "resumed from" in res.stdout + res.stderr and max(losses(tmp_path / "run")) == step + 3
 
 
-class Wrapped:
-    """An objective with its `loss` seen by `on_loss(inner_loss, model, batch, **kw)`; everything else delegated."""
-
-    def __init__(self, inner, on_loss):
-        self.inner, self.on_loss = inner, on_loss
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def loss(self, model, batch, **kw):
-        return self.on_loss(self.inner.loss, model, batch, **kw)
-
-
-def _wrap_objective(monkeypatch, on_loss):
-    real = train_setup.build_from_config
-
-    def build(config):
-        model, objective = real(config)
-        return model, Wrapped(objective, on_loss)
-    monkeypatch.setattr(train_setup, "build_from_config", build)
-
-
-def _patch_objective(monkeypatch, bad_calls):
-    """Make the objective return NaN on chosen calls (one call per step here)."""
-    calls = []
-
-    def nan_at(loss, model, batch, **kw):
-        calls.append(1)
-        out = loss(model, batch, **kw)
-        return out * float("nan") if len(calls) in bad_calls else out
-    _wrap_objective(monkeypatch, nan_at)
-
-
 def test_single_nan_step_is_skipped_and_training_goes_on(tmp_path, toy_data, monkeypatch):
-    _patch_objective(monkeypatch, {6})
+    patch_objective(monkeypatch, {6})
     run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=10)))
     recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped"] for r in recs] == [i == 6 for i in range(1, 11)]
@@ -140,7 +85,7 @@ def test_single_nan_step_is_skipped_and_training_goes_on(tmp_path, toy_data, mon
 
 
 def test_nan_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, toy_data, monkeypatch):
-    _patch_objective(monkeypatch, set(range(7, 100)))
+    patch_objective(monkeypatch, set(range(7, 100)))
     with pytest.raises(NonFiniteLossError, match="3 non-finite steps in a row.*step_00000004"):
         run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=12, max_nonfinite=3, keep_checkpoints=1)))
     ckpt = latest_checkpoint(tmp_path / "run")
@@ -309,7 +254,7 @@ def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
     def spy(loss, model, batch, **kw):
         seen.append(batch.noise)
         return loss(model, batch, **kw)
-    _wrap_objective(monkeypatch, spy)
+    wrap_objective(monkeypatch, spy)
     run(config_from_dict(cfg))
     assert len(seen) == 3 and all(any(torch.equal(n, pairs.noise[i]) for i in range(16)) for n in seen[0])
     monkeypatch.undo()
@@ -320,7 +265,7 @@ def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
 
 
 def test_a_non_finite_last_step_still_ends_with_a_checkpoint(tmp_path, toy_data, monkeypatch):
-    _patch_objective(monkeypatch, {10})
+    patch_objective(monkeypatch, {10})
     run(config_from_dict(toy_config(tmp_path, toy_data, max_steps=10, checkpoint_every=100)))
     assert latest_checkpoint(tmp_path / "run").name == "step_00000010"
     assert load_model(tmp_path / "run")[1]["training"]["steps"] == 10
