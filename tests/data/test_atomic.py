@@ -72,11 +72,22 @@ def test_a_failure_inside_the_folder_block_leaves_the_old_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
 
-def test_fsync_tree_flushes_a_folder(tmp_path):
+def test_fsync_tree_flushes_every_file_and_the_folder(tmp_path, monkeypatch):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "f").write_bytes(b"1")
+    (tmp_path / "g").write_bytes(b"2")
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", spy)
     atomic.fsync_tree(tmp_path)
+    assert sorted(synced) == sorted([str(tmp_path / "x" / "f"), str(tmp_path / "g"), str(tmp_path)])
+    synced.clear()
     atomic.fsync_tree(tmp_path, files=False)
+    assert synced == [str(tmp_path)]
 
 
 def test_read_jsonl_skips_a_line_cut_short_by_a_crash(tmp_path):
