@@ -43,7 +43,7 @@ def build(checkpoints: list[str | Path] | None = None, device: str = "cpu") -> g
     with gr.Blocks(title="genstudio studio") as demo:
         gr.Markdown("# genstudio studio\nGenerate, edit and compare images of score, diffusion, flow and "
                     "consistency models. Uploaded images of any size are center-cropped and resized to the "
-                    "model's 32x32.")
+                    "model's image size.")
         with gr.Row():
             model_dropdown = gr.Dropdown(
                 shared.models.checkpoints, value=first, allow_custom_value=True, scale=3,

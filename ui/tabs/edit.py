@@ -143,8 +143,9 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
     tab = Edit(shared)
     usable, d = pipe0.samplers(), pipe0.defaults()
     with gr.Tab("Edit", id="edit"):
-        gr.Markdown("Upload an image (any size: it is center-cropped and resized to 32x32) or send one "
-                    "from Generate. For inpainting, paint over the part to fill in.")
+        size = pipe0.image_shape[1]
+        gr.Markdown(f"Upload an image (any size: it is center-cropped and resized to the model's {size}x{size}) "
+                    "or send one from Generate. For inpainting, paint over the part to fill in.")
         with gr.Row():
             with gr.Column(scale=1):
                 tab.image = CheckedEditor(label="image (paint the mask for inpainting)", height=360,
