@@ -11,7 +11,6 @@ threads and guidance 2, 1/255 in at most 1 of 36,864 pixel values; tests/api/tes
 """
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -219,7 +218,7 @@ class Pipeline:
             raise ValueError(f"unknown time grid {grid!r}; known: {', '.join(samplers.GRIDS)}")
         options = dict(sampler_options if sampler_options is not None
                        else d.get("options", {}) if sampler == d["sampler"] else {})
-        accepted = set(inspect.signature(spec.fn).parameters) - {"model", "x", "ts", "generator", "callback"}
+        accepted = spec.options
         if set(options) - accepted:
             raise ValueError(f"sampler {sampler!r} has no option(s) {sorted(set(options) - accepted)}; "
                              f"its options: {sorted(accepted) or 'none'}")

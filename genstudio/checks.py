@@ -357,7 +357,6 @@ def check_training(problems: Problems, meta: dict[str, Any]) -> None:
 def check_defaults(problems: Problems, meta: dict[str, Any], kind: str) -> None:
     """genstudio.json's defaults: a registered sampler that drives `kind` models, 1..MAX_STEPS steps, a known
     grid, and options that sampler takes (finite numbers, booleans, short strings)."""
-    import inspect
 
     import samplers
 
@@ -372,8 +371,7 @@ def check_defaults(problems: Problems, meta: dict[str, Any], kind: str) -> None:
     problems.choice(defaults, "grid", samplers.GRIDS, default=None, field="defaults.grid", what="time grid")
     options = problems.mapping(defaults, "options", default={}, field="defaults.options")
     if options and sampler is not None:
-        accepted = set(inspect.signature(samplers.SAMPLERS[sampler].fn).parameters) - {
-            "model", "x", "ts", "generator", "callback"}
+        accepted = samplers.SAMPLERS[sampler].options
         problems.known_fields(options, accepted, "defaults.options")
         for key in set(options) & accepted:
             value = options[key]

@@ -2,6 +2,7 @@
 ask it which samplers can drive a given model."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +22,11 @@ class SamplerSpec:
     nfe_offset: int = 0  # beyond steps * nfe_per_step: -1 when Heun's last step is Euler, +1 for a final denoise
     invertible: bool = False  # deterministic and runs just as well from data to noise (ODE inversion)
     ends_denoised: bool = False  # its last step returns the x0 prediction (so VE's sigma_min is removed)
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The keyword options the sampler takes beyond the shared signature."""
+        return frozenset(inspect.signature(self.fn).parameters) - {"model", "x", "ts", "generator", "callback"}
 
     def nfe(self, steps: int) -> int | None:
         """Evaluations for `steps` steps of a grid that ends at t = 0 (None for adaptive solvers)."""
