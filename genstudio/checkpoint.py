@@ -25,7 +25,7 @@ from .atomic import atomic_folder, write_json
 from .checks import Problems, check_defaults, check_model_fields, check_training, probe, read_json, short
 from .families import FAMILIES, family_for_checkpoint
 from .model import Model
-from .nets import CheckpointError, UNetBackbone, load_components, save_components
+from .nets import CheckpointError, UNetBackbone, first_non_finite, load_components, save_components
 
 FORMAT = "genstudio-model"
 FORMAT_VERSION = 2
@@ -37,9 +37,8 @@ __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "META_FILE", "export_m
 def export_model(model: Model, folder: str | Path, training: dict[str, Any] | None = None,
                  defaults: dict[str, Any] | None = None) -> Path:
     """Write `model` as an exported checkpoint folder (atomically)."""
-    for name, p in model.state_dict().items():
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise CheckpointError(f"refusing to export a model with non-finite weights ({name})")
+    if (name := first_non_finite(model)) is not None:
+        raise CheckpointError(f"refusing to export a model with non-finite weights ({name})")
     if model.family not in FAMILIES:
         raise CheckpointError(f"cannot export a model of unregistered family {model.family!r}; "
                               f"registered: {', '.join(FAMILIES)}")

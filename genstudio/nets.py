@@ -147,6 +147,12 @@ def _empty_weights():
     return stack
 
 
+def first_non_finite(module: nn.Module) -> str | None:
+    """The name of the first floating-point tensor of `module` with a NaN or infinite value, or None."""
+    return next((name for name, p in module.state_dict().items()
+                 if p.is_floating_point() and not torch.isfinite(p).all()), None)
+
+
 def save_components(components: dict[str, nn.Module], folder: str | Path) -> dict[str, dict[str, str]]:
     """Save each component into folder/<name>; returns genstudio.json's "components" entry."""
     spec = {}

@@ -28,7 +28,7 @@ from genstudio.checks import MAX_NUM_STEPS, Problems, probe, read_json_object, r
 from genstudio.core.paths import VPDiscretePath
 from genstudio.core.precond import NoPrecond
 from genstudio.model import Model
-from genstudio.nets import CheckpointError, UNetBackbone, save_components
+from genstudio.nets import CheckpointError, UNetBackbone, first_non_finite, save_components
 
 # diffusers' prediction_type <-> our native prediction names (both define v = alpha eps - sigma x0).
 PREDICTION_FROM_DIFFUSERS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -198,9 +198,8 @@ def export_diffusers(model: Model, folder: str | Path) -> Path:
     import diffusers
 
     config = diffusers_scheduler_config(model)
-    for name, p in model.state_dict().items():
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise ValueError(f"refusing to export a model with non-finite weights ({name})")
+    if (name := first_non_finite(model)) is not None:
+        raise ValueError(f"refusing to export a model with non-finite weights ({name})")
     with atomic_folder(folder) as tmp:
         save_components(model.components(), tmp)
         diffusers.DDIMScheduler(**config).save_pretrained(str(tmp / "scheduler"))
