@@ -89,6 +89,16 @@ class Pipeline:
     def image_shape(self) -> tuple[int, int, int]:
         return self.model.image_shape
 
+    def decoding(self, callback: Callable[..., None] | None) -> Callable[..., None] | None:
+        """`callback` seeing images: a latent model's states x and x0 decoded first (a pixel model's as they are)."""
+        if callback is None or self.model.state_shape == self.model.image_shape:
+            return callback
+        model = self.model
+
+        def decoded(**kw):
+            callback(**{k: model.decode(v) if k in ("x", "x0") and v is not None else v for k, v in kw.items()})
+        return decoded
+
     def samplers(self) -> list[str]:
         """The samplers that can drive this model."""
         return samplers.compatible(self.model)
@@ -124,12 +134,12 @@ class Pipeline:
         t0, out, nfe = time.perf_counter(), [], 0
         for start in range(0, n, batch_size):
             gens = generators(seeds[start:start + batch_size])
-            shape = (len(gens), *self.image_shape)
+            shape = (len(gens), *self.model.state_shape)
             z = randn_like(torch.empty(shape), gens).to(self.device)
             lab = None if label_tensor is None else label_tensor[start:start + batch_size].to(self.device)
             field = Guided(self.model, lab, guidance, self.network_batch)
-            x = run_sampler(spec, field, z, ts, generator=gens, callback=callback, **options)
-            out.append(to_uint8(x))
+            x = run_sampler(spec, field, z, ts, generator=gens, callback=self.decoding(callback), **options)
+            out.append(to_uint8(self.model.decode(x)))
             nfe = field.nfe
         return SampleResult(np.concatenate(out), nfe, time.perf_counter() - t0, sampler, steps, grid)
 
@@ -168,6 +178,7 @@ class Pipeline:
         family = FAMILIES.get(self.model.family)
         return {"name": self.name, "family": self.model.family, "family_summary": family.summary if family else "",
                 "kind": self.model.kind, "editors": self.editors(), "path": self.meta.get("path"),
+                "image_shape": list(self.image_shape), "state_shape": list(self.model.state_shape),
                 "prediction": self.model.prediction, "precond": self.meta.get("precond"),
                 "num_classes": self.num_classes, "parameters": params, "samplers": self.samplers(),
                 "defaults": self.defaults(), "training": {k: v for k, v in self.meta.get("training", {}).items()

@@ -154,6 +154,9 @@ def inpaint_field(pipe, image: np.ndarray, mask: np.ndarray, n: int | None = Non
                   step_lr: float | None = None, callback=None) -> np.ndarray:
     """NCSN's annealed Langevin inpainting over `steps` noise levels (default 100)."""
     samplers.get("annealed_langevin", pipe.model)
+    if pipe.model.state_shape != pipe.image_shape:
+        raise ValueError(f"inpainting works on pixels, and {pipe.name} samples in a latent space of shape "
+                         f"{tuple(pipe.model.state_shape)}; use sdedit or interpolate with it")
     steps = _steps(steps, 100)
     x_known, mask, n = _inpaint_inputs(pipe, image, mask, n)
     field = pipe.field(labels, n, guidance)
@@ -189,7 +192,7 @@ def sdedit(pipe, images: np.ndarray, strength: float, sampler: str | None = None
     `generate` with the same seed."""
     from .api import SampleResult
 
-    x0 = model_images(pipe, images)
+    x0 = pipe.model.encode(model_images(pipe, images))
     spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
     t0, n, path = time.perf_counter(), len(x0), pipe.model.path
     t_s = strength_time(path, strength)
@@ -197,14 +200,15 @@ def sdedit(pipe, images: np.ndarray, strength: float, sampler: str | None = None
     z = randn_like(torch.empty(x0.shape), gens).to(pipe.device)
     ts = grid_below(path, grid, steps, t_s)
     if ts is None:
-        return SampleResult(to_uint8(x0), 0, time.perf_counter() - t0, sampler, 0, grid)
+        return SampleResult(to_uint8(pipe.model.decode(x0)), 0, time.perf_counter() - t0, sampler, 0, grid)
     field = pipe.field(labels, n, guidance)
     if t_s >= float(path.t_max):
         start = prior(path, z, ts)
     else:
         start = path.sample(x0.double(), z.double(), torch.tensor(float(ts[0]), dtype=torch.float64)).float()
-    x = run_sampler(spec, field, None, ts, start=start, generator=gens, callback=callback, **options)
-    return SampleResult(to_uint8(x), field.nfe, time.perf_counter() - t0, sampler, len(ts) - 1, grid)
+    x = run_sampler(spec, field, None, ts, start=start, generator=gens, callback=pipe.decoding(callback), **options)
+    return SampleResult(to_uint8(pipe.model.decode(x)), field.nfe, time.perf_counter() - t0, sampler, len(ts) - 1,
+                        grid)
 
 
 @register_editor(name="purify", kinds=("field", "map"), paper="Nie et al. 2022, DiffPure")
@@ -242,14 +246,14 @@ def interpolate(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), images: np
     ts = make_grid(grid, pipe.model.path, steps)
     field = pipe.field(None if label is None else [int(label)] * 2, 2, guidance)
     if images is None:
-        z = randn_like(torch.empty((2, *pipe.image_shape)), generators(seeds))
+        z = randn_like(torch.empty((2, *pipe.model.state_shape)), generators(seeds))
         ends = prior(pipe.model.path, z.to(pipe.device), ts)
     else:
         if not spec.invertible:
             inv = [n for n in pipe.samplers() if samplers.get(n).invertible]
             raise ValueError(f"interpolating images inverts them with the sampler, and {sampler!r} cannot "
                              f"invert; invertible samplers for this model: {', '.join(inv) or 'none'}")
-        x0 = model_images(pipe, images)
+        x0 = pipe.model.encode(model_images(pipe, images))
         if len(x0) != 2:
             raise ValueError(f"need two images to interpolate between, got {len(x0)}")
         ends = samplers.invert(field, x0, ts, sampler=sampler, **options).float()
@@ -258,8 +262,58 @@ def interpolate(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), images: np
     gens = []
     for _ in range(frames):  # seed a's generator, advanced past its starting noise as in generate
         g = generators([seeds[0]])[0]
-        torch.randn(pipe.image_shape, generator=g)
+        torch.randn(pipe.model.state_shape, generator=g)
         gens.append(g)
     field = pipe.field(None if label is None else [int(label)] * frames, frames, guidance, nfe=field.nfe)
-    x = run_sampler(spec, field, None, ts, start=x.to(pipe.device), generator=gens, callback=callback, **options)
+    x = run_sampler(spec, field, None, ts, start=x.to(pipe.device), generator=gens, callback=pipe.decoding(callback),
+                    **options)
+    return SampleResult(to_uint8(pipe.model.decode(x)), field.nfe, time.perf_counter() - t0, sampler, steps, grid)
+
+
+# ---- one-pass generators (a normalizing flow, a VAE): edits in their latent space ---------------------------
+
+@register_editor(name="interpolate", kinds=("nf", "vae"), paper="Kingma & Dhariwal 2018, Glow, Sec. 5 (latent "
+                 "interpolation)")
+@torch.no_grad()
+def interpolate_latent(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), images: np.ndarray | None = None,
+                       sampler: str | None = None, steps: int | None = None, grid: str | None = None,
+                       label: int | None = None, guidance: float = 1.0, callback=None,
+                       sampler_options: dict[str, Any] | None = None):
+    """`frames` images along a slerp between two latents, decoded by the model's generator: the prior noises of
+    `seeds` (the end frames are `generate`'s images for them), or the latents of two `images` (a flow's exact
+    inverse, a VAE's posterior mean; those latents are decoded at temperature 1)."""
+    from .api import SampleResult
+
+    frames = int(frames)
+    if not 2 <= frames <= 64:
+        raise ValueError(f"frames must be in 2..64, got {frames}")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != 2:
+        raise ValueError(f"need two seeds, got {len(seeds)}")
+    spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
+    t0 = time.perf_counter()
+    if images is None:
+        ends = randn_like(torch.empty((2, *pipe.model.state_shape)), generators(seeds)).to(pipe.device)
+    else:
+        x0 = model_images(pipe, images)
+        if len(x0) != 2:
+            raise ValueError(f"need two images to interpolate between, got {len(x0)}")
+        ends, options = pipe.model.latent(x0), {**options, "temperature": 1.0}
+    x = torch.stack([slerp(ends[0], ends[1], float(v)) for v in torch.linspace(0, 1, frames, dtype=torch.float64)])
+    field = pipe.field(None, frames, guidance)
+    ts = make_grid(grid, pipe.model.path, steps)
+    x = run_sampler(spec, field, None, ts, start=x, callback=callback, **options)
     return SampleResult(to_uint8(x), field.nfe, time.perf_counter() - t0, sampler, steps, grid)
+
+
+@register_editor(name="reconstruct", kinds=("nf", "vae"), paper="Kingma & Welling 2014 (encode / decode); a flow "
+                 "inverts exactly", describe=lambda **_: "encode to the latent, decode back")
+@torch.no_grad()
+def reconstruct(pipe, images: np.ndarray, callback=None):
+    """Each image through the model's latent and back: exact up to rounding for a flow, a VAE's reconstruction
+    (the decoder's mean at the posterior mean)."""
+    from .api import SampleResult
+
+    t0 = time.perf_counter()
+    x = pipe.model(pipe.model.latent(model_images(pipe, images)))
+    return SampleResult(to_uint8(x), 1, time.perf_counter() - t0, "reconstruct", 1, "none")

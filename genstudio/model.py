@@ -39,6 +39,25 @@ class Model(nn.Module):
     def image_shape(self) -> tuple[int, int, int]:
         return self.network.image_shape
 
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of one sampler state (the noise z a sampler starts from): the image's, unless the model
+        samples in a latent space (then `decode` turns a final state into an image)."""
+        return self.image_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of one output of forward (a prediction in the state space, or an image for a generator)."""
+        return self.state_shape
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Images in model range -> sampler states (the identity in pixel space)."""
+        return images
+
+    def decode(self, states: Tensor) -> Tensor:
+        """Sampler states -> images in model range (the identity in pixel space)."""
+        return states
+
     def components(self) -> dict[str, nn.Module]:
         """The networks a checkpoint saves, by component name (genstudio.nets)."""
         return self.network.components()

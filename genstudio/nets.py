@@ -130,6 +130,59 @@ class UNetBackbone(nn.Module):
         return cls(unet.eval())
 
 
+class SettingsNetwork(nn.Module):
+    """A network of our own (not a diffusers model) built from a small dict of integer settings, `SETTINGS`
+    ({name: (lo, hi)}); it saves itself as config.json (the settings) plus safetensors weights, and loads
+    through the same checks as a UNet (every setting typed and bounded, the weights' names, shapes and values)."""
+
+    name: ClassVar[str]
+    SETTINGS: ClassVar[dict[str, tuple[int, int]]]
+    class_embeddings: int = 0  # unconditional
+
+    def __init__(self, **settings: int):
+        super().__init__()
+        unknown = set(settings) - set(self.SETTINGS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown setting(s) {sorted(unknown)}; "
+                             f"its settings: {sorted(self.SETTINGS)}")
+        for key, (lo, hi) in self.SETTINGS.items():
+            value = settings.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{self.name}: setting {key} = {value!r} must be an integer in {lo}..{hi}")
+        self.settings = dict(settings)
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"network": self}
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        from .atomic import write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "config.json", {"_class_name": self.name, **self.settings})
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(folder / WEIGHTS))
+
+    @classmethod
+    def load(cls, folder: str | Path, dtype: torch.dtype | None = None) -> "SettingsNetwork":
+        folder = Path(folder)
+        file = folder / "config.json"
+        config = read_json_object(file)
+        p = Problems(file)
+        if config.get("_class_name", cls.name) != cls.name:
+            p.add("_class_name", f"= {short(config['_class_name'])}: this folder is read as a {cls.name}")
+        settings = {k: v for k, v in config.items() if not k.startswith("_")}
+        p.known_fields(settings, cls.SETTINGS, "")
+        for key, (lo, hi) in cls.SETTINGS.items():
+            p.integer(settings, key, lo, hi)
+        p.check()
+        net = cls(**settings)
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
+        net.load_state_dict(read_weights(folder, expected, dtype, WEIGHTS), strict=True)
+        return net.to(dtype) if dtype is not None else net
+
+
 def _empty_weights():
     """A context in which modules get meta-device parameters and skip their random initialisation, as diffusers'
     from_pretrained builds them (accelerate's init_empty_weights, diffusers' no_init_weights): nothing is allocated

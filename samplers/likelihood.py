@@ -64,3 +64,15 @@ def bits_per_dim(log_p: Tensor, dim: int, pixel_scale: float | None = 127.5) -> 
     this with uniform dequantization); pixel_scale=None reports the continuous density as it is."""
     nll = -log_p / dim + (math.log(pixel_scale) if pixel_scale else 0.0)
     return nll / math.log(2)
+
+
+def dequantize(x: Tensor, generator: Generators = None, pixel_scale: float = 127.5) -> Tensor:
+    """Uniform dequantization (Theis et al. 2016; Ho et al. 2019, Sec. 3.1): images in model range x = p / 127.5 - 1
+    for 8-bit pixels p become x + u / pixel_scale with u ~ U[0, 1) per pixel, so a continuous density's bits/dim
+    (bits_per_dim with the same pixel_scale) bounds the discrete negative log-likelihood from above."""
+    if generator is None:
+        u = torch.rand_like(x)
+    else:
+        gens = [generator] * x.shape[0] if isinstance(generator, torch.Generator) else generator
+        u = torch.stack([torch.rand(x.shape[1:], generator=g, dtype=x.dtype) for g in gens]).to(x.device)
+    return x + u / pixel_scale
