@@ -588,9 +588,9 @@ def read_weights(folder: str | Path, expected: dict[str, tuple[tuple[int, ...], 
 
 @torch.no_grad()
 def probe(model: Any, where: str | Path) -> None:
-    """Run `model` once on one seeded noise image at the middle of its path's time range with the "no label" class,
-    and require a finite output of the image's shape. A component the model's forward did not reach (CAF's
-    acceleration network) is run on its own input at the same noise label. Torch's global RNG is untouched."""
+    """Run `model` once on one seeded noise state (model.state_shape) at the middle of its path's time range with
+    the "no label" class, and require a finite output of model.output_shape. A component the model's forward did
+    not reach (CAF's acceleration network) is run on its own input at the same noise label. Torch's global RNG is untouched."""
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     path = model.path
@@ -598,8 +598,8 @@ def probe(model: Any, where: str | Path) -> None:
     components: dict[str, Any] = model.components()
     reached: set[str] = set()
     try:
-        shape = tuple(model.image_shape)
-        x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+        shape = tuple(model.output_shape)
+        x = torch.randn((1, *model.state_shape), generator=torch.Generator().manual_seed(0)).to(device)
         raw: list[Any] = []
         hooks = [c.register_forward_hook(lambda *_, name=name: reached.add(name)) for name, c in components.items()]
         hooks.append(model.network.register_forward_hook(lambda _m, _i, output: raw.append(output)))
@@ -613,7 +613,7 @@ def probe(model: Any, where: str | Path) -> None:
         for name, component in components.items():
             if name in reached:
                 continue
-            c_shape = tuple(component.image_shape)
+            c_shape = tuple(getattr(component, "state_shape", component.image_shape))  # what its forward takes
             xc = torch.randn((1, *c_shape), generator=torch.Generator().manual_seed(1))
             embeds = getattr(component, "class_embeddings", 0)
             labels = torch.full((1,), embeds - 1, dtype=torch.long, device=device) if embeds else None
