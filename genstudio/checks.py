@@ -590,7 +590,8 @@ def read_weights(folder: str | Path, expected: dict[str, tuple[tuple[int, ...], 
 def probe(model: Any, where: str | Path) -> None:
     """Run `model` once on one seeded noise state (model.state_shape) at the middle of its path's time range with
     the "no label" class, and require a finite output of model.output_shape. A component the model's forward did
-    not reach (CAF's acceleration network) is run on its own input at the same noise label. Torch's global RNG is untouched."""
+    not reach (CAF's acceleration network) is run on its own input at the same noise label. Torch's global RNG is
+    untouched."""
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     path = model.path

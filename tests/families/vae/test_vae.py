@@ -44,7 +44,7 @@ def test_linear_vae_with_computed_balance_is_probabilistic_pca():
     model, objective = SimpleNamespace(network=net), ComputedBalanceLoss(momentum=0.9)
     opt = torch.optim.Adam(net.parameters(), lr=5e-2)
     gammas = []
-    for step in range(800):
+    for _ in range(800):
         loss = objective.loss(model, Batch(x)).mean()
         opt.zero_grad()
         loss.backward()
