@@ -19,4 +19,12 @@ def evaluate(checkpoint=None, **kwargs):
     return _evaluate(checkpoint, **kwargs)
 
 
-__all__ = ["load", "evaluate", "__version__"]
+def likelihood(checkpoint, **kwargs):
+    """Bits/dim of a checkpoint on the CIFAR-10 test split, exact or a bound, with its protocol (see
+    genstudio.likelihood.likelihood)."""
+    from .likelihoods import likelihood as _likelihood
+
+    return _likelihood(checkpoint, **kwargs)
+
+
+__all__ = ["load", "evaluate", "likelihood", "__version__"]

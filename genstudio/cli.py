@@ -1,4 +1,4 @@
-"""The `genstudio` command: train | reflow | sample | info | export | studio | eval | sweep | rescore."""
+"""The `genstudio` command: train | reflow | sample | info | export | studio | eval | sweep | likelihood | rescore."""
 from __future__ import annotations
 
 import argparse
@@ -139,6 +139,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_likelihood(args: argparse.Namespace) -> int:
+    from .likelihoods import TEST_SPLIT, likelihood
+
+    options = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
+    result = likelihood(_checkpoint_arg(args.checkpoint), n=args.n, source=args.source or TEST_SPLIT,
+                        batch_size=args.batch_size, seed=args.seed, device=args.device, record=args.record,
+                        cache_dir=args.cache_dir, **options)
+    proto = result["protocol"]
+    se = f" +- {result['standard_error']:.3f}" if result["standard_error"] is not None else ""
+    print(f"{result['bits_per_dim']:.4f}{se} bits/dim ({'exact' if result['exact'] else 'upper bound'}) on "
+          f"{proto['n']} of {proto['of']} images of {proto['source']}; {proto['method']}; dequantization "
+          f"{proto['dequantization']}; {proto['wall_seconds']} s")
+    if args.out:
+        from .atomic import write_json
+
+        write_json(Path(args.out), result)
+    return 0
+
+
 RESCORE_OPTIONS = ("classifier", "cache_dir", "device", "progress")  # the evaluator options rescore takes as flags
 
 
@@ -238,6 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for sweep.json and fid_vs_nfe.png (resumes)")
     _add_evaluator_args(p)
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("likelihood", help="bits/dim on the CIFAR-10 test split: exact (flow), ELBO bound (VAE) or "
+                                          "probability-flow ODE (score, diffusion, flow matching)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (default: the shipped default)")
+    p.add_argument("--n", type=int, default=None, help="a fixed random subset of this many images (default: all)")
+    p.add_argument("--source", default=None, help="images (default: $GENSTUDIO_DATA/cifar10/test.tar.gz)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="the subset, and image i's dequantization noise (seed + i)")
+    p.add_argument("--rtol", type=float, default=None, help="ODE solver tolerance (default 1e-5)")
+    p.add_argument("--atol", type=float, default=None, help="ODE solver tolerance (default 1e-5)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $GENSTUDIO_CACHE or "
+                                                     "~/.cache/genstudio)")
+    p.add_argument("--record", action="store_true", help="add the result to the checkpoint's metrics.json")
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    p.set_defaults(fn=cmd_likelihood)
 
     p = sub.add_parser("rescore", help="re-measure a checkpoint's recorded c10 scores after the classifier changed "
                                        "(same protocols; samples read back from the sample cache when kept)")

@@ -2,7 +2,7 @@
 `Guided`, a model bound to labels and a guidance scale: the object every sampler drives."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,12 @@ class Model(nn.Module):
     def decode(self, states: Tensor) -> Tensor:
         """Sampler states -> images in model range (the identity in pixel space)."""
         return states
+
+    def log_likelihood(self, images: Tensor, state_log_p: Callable[[Tensor], Tensor],
+                       generator=None) -> tuple[Tensor, bool]:
+        """(log p(images) in nats per image, exact?) given the log-density of sampler states: in pixel space the
+        same thing, exactly; a latent model returns a lower bound (its ELBO with that density as the prior)."""
+        return state_log_p(images), True
 
     def components(self) -> dict[str, nn.Module]:
         """The networks a checkpoint saves, by component name (genstudio.nets)."""
