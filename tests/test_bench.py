@@ -28,3 +28,10 @@ def test_training_throughput_benchmark(tmp_path):
     report, stdout = _run("train_throughput.py", "--presets", "tiny", "--precisions", "fp32", "--steps", "1",
                           "--warmup", "1", "--batch-size", "4", "--threads", "1", tmp_path=tmp_path)
     assert "ratio" in stdout and report
+
+
+def test_finc_inverse_benchmark(tmp_path):
+    report, stdout = _run("finc_inverse.py", "--size", "6", "--channels", "2", "--batch", "2", "--repeats", "1",
+                          "--threads", "1", tmp_path=tmp_path)
+    assert "ratio raster / anti-diagonal" in stdout and report["ratio"] > 0
+    assert all(r["max_abs_error"] < 1e-4 for r in report["results"].values())
