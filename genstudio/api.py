@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import samplers
-from samplers.grids import make_grid
+from samplers.grids import from_times, make_grid
 from samplers.run import run_sampler
 
 from . import edit
@@ -110,6 +110,23 @@ class Pipeline:
         d.setdefault("grid", self.grid_for(d["sampler"]))
         return d
 
+    def learned_grids(self) -> dict[str, dict[str, Any]]:
+        """The grids learned for this model (genstudio learn-grid), by name: sampler, steps, nfe, times, protocol."""
+        return dict(self.meta.get("grids", {}))
+
+    def grids(self) -> list[str]:
+        """The time grids this model can run on: the hand-made ones, then its learned ones."""
+        return [*samplers.GRIDS, *self.learned_grids()]
+
+    def grid_times(self, grid: str, steps: int) -> torch.Tensor:
+        """The times of grid `grid` (hand-made or learned) at `steps` steps."""
+        learned = self.learned_grids().get(grid)
+        if learned is None:
+            return make_grid(grid, self.model.path, steps)
+        if learned["steps"] != steps:
+            raise ValueError(f"grid {grid!r} was learned for {learned['steps']} steps, not {steps}")
+        return from_times(learned["times"])
+
     def grid_for(self, sampler: str) -> str:
         """The time grid `sampler` uses on this model when none is given."""
         d = self.meta.get("defaults", {})
@@ -124,7 +141,7 @@ class Pipeline:
                  sampler_options: dict[str, Any] | None = None) -> SampleResult:
         """Sample n images; returns them with the NFE and wall time. See `sample`."""
         spec, sampler, steps, grid, options = self.sampling_setup(sampler, steps, grid, sampler_options)
-        ts = make_grid(grid, self.model.path, steps)
+        ts = self.grid_times(grid, steps)
         seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
         if n < 1 or len(seeds) != n:
             raise ValueError(f"need n >= 1 and one seed per image; got n={n}, {len(seeds)} seeds")
@@ -181,8 +198,8 @@ class Pipeline:
                 "image_shape": list(self.image_shape), "state_shape": list(self.model.state_shape),
                 "prediction": self.model.prediction, "precond": self.meta.get("precond"),
                 "num_classes": self.num_classes, "parameters": params, "samplers": self.samplers(),
-                "defaults": self.defaults(), "training": {k: v for k, v in self.meta.get("training", {}).items()
-                                                           if k != "config"}}
+                "grids": self.grids(), "defaults": self.defaults(),
+                "training": {k: v for k, v in self.meta.get("training", {}).items() if k != "config"}}
 
     # Editing: the verbs live in genstudio.edit, registered with the model kinds they support.
 
@@ -221,12 +238,19 @@ class Pipeline:
         d = self.defaults()
         sampler = sampler or d["sampler"]
         spec = samplers.get(sampler, self.model)
+        learned = self.learned_grids()
+        if grid == "learned":
+            grid = self._learned_for(sampler, steps if steps is not None else d["steps"])
+        if grid in learned and steps is None:
+            steps = learned[grid]["steps"]
         steps = int(steps if steps is not None else d["steps"])
         if steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps}")
         grid = grid or self.grid_for(sampler)
-        if grid not in samplers.GRIDS:
-            raise ValueError(f"unknown time grid {grid!r}; known: {', '.join(samplers.GRIDS)}")
+        if grid not in self.grids():
+            raise ValueError(f"unknown time grid {grid!r}; known: {', '.join(self.grids())}")
+        if grid in learned and learned[grid]["steps"] != steps:
+            raise ValueError(f"grid {grid!r} was learned for {learned[grid]['steps']} steps; got steps={steps}")
         options = dict(sampler_options if sampler_options is not None
                        else d.get("options", {}) if sampler == d["sampler"] else {})
         accepted = spec.options
@@ -234,6 +258,15 @@ class Pipeline:
             raise ValueError(f"sampler {sampler!r} has no option(s) {sorted(set(options) - accepted)}; "
                              f"its options: {sorted(accepted) or 'none'}")
         return spec, sampler, steps, grid, options
+
+    def _learned_for(self, sampler: str, steps: int) -> str:
+        """The name of the grid learned for `sampler` at `steps` steps (grid="learned")."""
+        names = [k for k, g in self.learned_grids().items() if g["sampler"] == sampler and g["steps"] == steps]
+        if not names:
+            have = ", ".join(f"{k} ({g['sampler']}, {g['steps']} steps)" for k, g in self.learned_grids().items())
+            raise ValueError(f"no grid learned for {sampler!r} at {steps} steps on this model; learned: "
+                             f"{have or 'none'} (make one with genstudio learn-grid)")
+        return names[-1]
 
     def field(self, labels, n: int, guidance: float, nfe: int = 0) -> Guided:
         """The model bound to labels (one per image, or one for all) and a guidance scale, counting NFE."""

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_folder, write_json
-from .checks import Problems, check_defaults, check_model_fields, check_training, probe, read_json, short
+from .checks import Problems, check_defaults, check_grids, check_model_fields, check_training, probe, read_json, short
 from .families import FAMILIES, family_for_checkpoint
 from .model import Model
 from .nets import CheckpointError, UNetBackbone, first_non_finite, load_components, save_components
@@ -30,6 +30,7 @@ from .nets import CheckpointError, UNetBackbone, first_non_finite, load_componen
 FORMAT = "genstudio-model"
 FORMAT_VERSION = 2
 META_FILE = "genstudio.json"
+GRIDS_FILE = "grids.json"  # learned time grids (genstudio.learned_grids): sampling settings, not part of the model
 
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "META_FILE", "export_model", "load_model", "read_meta"]
 
@@ -95,7 +96,12 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         meta = {k: v for k, v in meta.items() if k != "network"}
         meta.update(version=FORMAT_VERSION,
                     components={name: {"network": UNetBackbone.name} for name in family.components})
-    return {**meta, "family": family.name}
+    grids: dict[str, Any] = {}
+    if (folder / GRIDS_FILE).is_file():
+        grid_problems = Problems(folder / GRIDS_FILE)
+        grids = check_grids(grid_problems, read_json(folder / GRIDS_FILE), kind)
+        grid_problems.check()
+    return {**meta, "family": family.name, "grids": grids}
 
 
 def load_model(folder: str | Path, device: str | torch.device | None = None,

@@ -381,6 +381,44 @@ def check_defaults(problems: Problems, meta: dict[str, Any], kind: str) -> None:
                 problems.string(options, key, field=f"defaults.options.{key}")
 
 
+GRID_FIELDS = ("sampler", "steps", "nfe", "times", "protocol")
+GRIDS_FORMAT = "genstudio-grids"
+
+
+def check_grids(problems: Problems, doc: Any, kind: str) -> dict[str, Any]:
+    """A checkpoint's grids.json (genstudio.learned_grids): each grid names a sampler that drives `kind` models and
+    holds steps + 1 finite, strictly decreasing times ending at 0. Returns the grids by name."""
+    import samplers
+    from samplers.grids import from_times
+
+    if not isinstance(doc, dict) or doc.get("format") != GRIDS_FORMAT:
+        problems.add("", f"is not a genstudio grids file (format != {GRIDS_FORMAT!r})")
+        return {}
+    problems.known_fields(doc, ("format", "version", "grids"), "")
+    problems.integer(doc, "version", 1, 1)
+    grids = problems.mapping(doc, "grids", default={}) or {}
+    for name, grid in grids.items():
+        field = f"grids.{name}"
+        if name in samplers.GRIDS or name == "learned" or not isinstance(grid, dict):
+            problems.add(field, "must be an object named neither 'learned' nor a hand-made grid")
+            continue
+        problems.known_fields(grid, GRID_FIELDS, field)
+        drivers = [n for n, s in samplers.SAMPLERS.items() if kind in s.needs]
+        problems.choice(grid, "sampler", drivers, field=f"{field}.sampler", what=f"sampler for a {kind!r} model")
+        steps = problems.integer(grid, "steps", 1, MAX_STEPS, field=f"{field}.steps")
+        problems.integer(grid, "nfe", 1, 10 * MAX_STEPS, field=f"{field}.nfe")
+        problems.mapping(grid, "protocol", default={}, field=f"{field}.protocol")
+        times = grid.get("times")
+        try:
+            ts = from_times(times if isinstance(times, list) and len(times) <= MAX_STEPS + 1 else [])
+        except (ValueError, TypeError) as e:
+            problems.add(f"{field}.times", f"is not a grid: {e}")
+            continue
+        if isinstance(steps, int) and len(ts) != steps + 1:
+            problems.add(f"{field}.times", f"holds {len(ts)} times; {steps} steps need {steps + 1}")
+    return grids
+
+
 # -- weights --------------------------------------------------------------------------------------------------------
 
 def refuse_pickles(folder: Path, weights: bool = True) -> None:

@@ -1,4 +1,5 @@
-"""The `genstudio` command: train | reflow | sample | info | export | studio | eval | sweep | likelihood | rescore."""
+"""The `genstudio` command: train | reflow | sample | info | export | learn-grid | studio | eval | sweep | likelihood |
+rescore."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     dest = publish(args.run, args.to, grid_images=args.grid_images)
     print(f"{args.run} -> {dest} (model, samples.png, metrics.json)")
+    return 0
+
+
+def cmd_learn_grid(args: argparse.Namespace) -> int:
+    from .api import Pipeline
+    from .learned_grids import learn_grid, save_grid
+
+    checkpoint = _checkpoint_arg(args.checkpoint)
+    pipe = Pipeline.load(checkpoint, device=args.device)
+    record = learn_grid(pipe, args.sampler, args.nfe, n=args.n, seed=args.seed, guidance=args.guidance,
+                        teacher=args.teacher, teacher_steps=args.teacher_steps, max_evals=args.max_evals)
+    name = save_grid(checkpoint, record, args.name)
+    p = record["protocol"]
+    hand = ", ".join(f"{k} {v:.3g}" for k, v in p["hand_made_losses"].items())
+    print(f"{checkpoint}: grid {name!r} ({args.sampler}, {record['steps']} steps, NFE {args.nfe}) -> grids.json\n"
+          f"  times {[round(t, 5) for t in record['times']]}\n"
+          f"  MSE to the teacher on seeds {p['seeds']['first']}..{p['seeds']['last']}: "
+          f"learned {p['learned_loss']:.3g}; hand-made {hand}; {p['evaluations']} evaluations, {p['seconds']} s\n"
+          f"  use it with --grid {name} (or --grid learned)")
     return 0
 
 
@@ -200,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="default: the checkpoint's recommendation")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--grid", default=None,
-                   help="a time grid of samplers.GRIDS (default: the sampler's, else the path's); an unknown one "
-                        "is an error that lists them")
+                   help="a time grid of samplers.GRIDS or one learned for this model (genstudio learn-grid; "
+                        "'learned' picks the one for this sampler and steps); default: the sampler's, else the "
+                        "path's; an unknown one is an error that lists them")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--labels", default=None, help="class labels, comma-separated, repeated to n")
     p.add_argument("--guidance", type=float, default=1.0)
@@ -220,6 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", required=True, help="destination, e.g. checkpoints/my_model")
     p.add_argument("--grid-images", type=int, default=100)
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("learn-grid", help="learn a few-step time grid for a sampler at a fixed NFE (stored in the "
+                                          "checkpoint's grids.json; then --grid NAME or --grid learned)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (default: the shipped default)")
+    p.add_argument("--sampler", required=True, help="a deterministic sampler with a fixed NFE per step")
+    p.add_argument("--nfe", type=int, required=True, help="network evaluations of the few-step sampler")
+    p.add_argument("--n", type=int, default=64, help="noises the grid learns from")
+    p.add_argument("--seed", type=int, default=50_000,
+                   help="first seed of those noises (default 50000: disjoint from the evaluator's report seeds 0..)")
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--teacher", default="heun", help="the many-step deterministic sampler to match")
+    p.add_argument("--teacher-steps", type=int, default=100)
+    p.add_argument("--max-evals", type=int, default=100, help="sampler runs the search may make")
+    p.add_argument("--name", default=None, help="default: learned_<sampler>_nfe<NFE>")
+    p.add_argument("--device", default=None)
+    p.set_defaults(fn=cmd_learn_grid)
 
     p = sub.add_parser("studio", help="the Gradio studio: generate, edit, compare and inspect models in the browser")
     p.add_argument("--checkpoint", action="append", default=None, metavar="DIR",

@@ -98,15 +98,17 @@ def strength_time(path, strength: float) -> float:
     return min(max(t, float(path.t_min)), float(path.t_max))
 
 
-def grid_below(path, grid: str, steps: int, t_s: float) -> torch.Tensor | None:
-    """`grid` with `steps` steps on [0, t_s]; None when t_s is at or below the path's t_min (nothing to do)."""
+def grid_below(pipe, grid: str, steps: int, t_s: float) -> torch.Tensor | None:
+    """`grid` with `steps` steps on [0, t_s]; None when t_s is at or below the path's t_min (nothing to do). A grid
+    without a t_max option (ddpm, a learned grid) keeps its times <= t_s."""
+    path = pipe.model.path
     if t_s <= float(path.t_min):
         return None
     if t_s >= float(path.t_max):
-        return make_grid(grid, path, steps)
-    if "t_max" in inspect.signature(samplers.GRIDS[grid]).parameters:
+        return pipe.grid_times(grid, steps)
+    if grid in samplers.GRIDS and "t_max" in inspect.signature(samplers.GRIDS[grid]).parameters:
         return make_grid(grid, path, steps, t_max=t_s)
-    full = make_grid(grid, path, steps)
+    full = pipe.grid_times(grid, steps)
     kept = full[full <= t_s]
     return kept if len(kept) > 1 else None
 
@@ -198,7 +200,7 @@ def sdedit(pipe, images: np.ndarray, strength: float, sampler: str | None = None
     t_s = strength_time(path, strength)
     gens = generators([int(seed) + i for i in range(n)])
     z = randn_like(torch.empty(x0.shape), gens).to(pipe.device)
-    ts = grid_below(path, grid, steps, t_s)
+    ts = grid_below(pipe, grid, steps, t_s)
     if ts is None:
         return SampleResult(to_uint8(pipe.model.decode(x0)), 0, time.perf_counter() - t0, sampler, 0, grid)
     field = pipe.field(labels, n, guidance)
@@ -243,7 +245,7 @@ def interpolate(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), images: np
         raise ValueError(f"need two seeds, got {len(seeds)}")
     spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
     t0 = time.perf_counter()
-    ts = make_grid(grid, pipe.model.path, steps)
+    ts = pipe.grid_times(grid, steps)
     field = pipe.field(None if label is None else [int(label)] * 2, 2, guidance)
     if images is None:
         z = randn_like(torch.empty((2, *pipe.model.state_shape)), generators(seeds))

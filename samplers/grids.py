@@ -104,6 +104,15 @@ GRIDS: dict[str, Callable[..., Tensor]] = {
 }
 
 
+def from_times(times) -> Tensor:
+    """A stored grid (a learned one): float64 times, finite, strictly decreasing, ending at 0, two or more."""
+    ts = torch.as_tensor(times, dtype=torch.float64).flatten()
+    if len(ts) < 2 or not bool(torch.isfinite(ts).all()) or float(ts[-1]) != 0 or not bool((ts[:-1] > ts[1:]).all()):
+        raise ValueError(f"a stored grid must hold two or more finite, strictly decreasing times ending at 0; got "
+                         f"{ts.tolist()[:12]}")
+    return ts
+
+
 def make_grid(name: str, path: NoisePath, steps: int, **opts) -> Tensor:
     if name not in GRIDS:
         raise ValueError(f"unknown time grid {name!r}; known: {', '.join(GRIDS)}")

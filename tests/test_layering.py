@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genstudio.families",),
     ("genstudio.checkpoint", "genstudio.interop"),
     ("genstudio.api", "genstudio.edit", "genstudio.train", "genstudio.evaluation", "genstudio.reflow",
-     "genstudio.publish", "genstudio.train_classifier", "genstudio.likelihoods"),
+     "genstudio.publish", "genstudio.train_classifier", "genstudio.likelihoods", "genstudio.learned_grids"),
     ("genstudio.cli", "ui", "genstudio"),
 ]
 

@@ -42,8 +42,8 @@ PAPER_N = 50_000                                 # samples behind published CIFA
 DEFAULT_N = {"inception": PAPER_N, "c10": 10_000}
 CACHE_FORMAT = 1
 VOLATILE = ("nfe", "wall_seconds", "generation_seconds", "date", "device", "samples")  # may change in a rerun
-SAMPLE_KEYS = ("checkpoint", "sampler", "steps", "grid", "guidance", "sampler_options", "n", "seeds", "labels",
-               "precision")  # the cell fields that determine the generated images
+SAMPLE_KEYS = ("checkpoint", "sampler", "steps", "grid", "grid_times", "guidance", "sampler_options", "n", "seeds",
+               "labels", "precision")  # the cell fields that determine the generated images (grid_times: learned)
 
 
 def default_reference(split: str = "train") -> str:
@@ -65,6 +65,12 @@ def checkpoint_hash(folder: str | os.PathLike[str]) -> str:
         digest.update(p.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(p.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _learned_times(pipe: Any, grid: str) -> dict[str, Any]:
+    """A learned grid's times (they live beside the model, in grids.json), for the protocol of a score made on it."""
+    learned = pipe.learned_grids().get(grid) if hasattr(pipe, "learned_grids") else None
+    return {"grid_times": learned["times"]} if learned else {}
 
 
 def _tf_version() -> str:
@@ -355,6 +361,7 @@ class Evaluator(EvaluatorOptions):
                 "seeds": {"first": int(seed), "last": int(seed) + n - 1,
                           "rule": "image i starts from the noise of seed + i"},
                 "labels": label_text, **self.base_protocol(), "reference": ref_info,
+                **_learned_times(pipe, grid or pipe.grid_for(sampler)),
                 "quick": n < DEFAULT_N[self.extractor]}
         spec["comparable_to_papers"] = (self.extractor == "inception" and n >= PAPER_N and ref_info is not None
                                         and ref_info["source"] == "cifar10" and ref_info["subset"] is None)
@@ -448,7 +455,7 @@ def _mean_nfe(nfes: list[float]) -> float:
 
 
 def _sample_ident(spec: dict[str, Any]) -> dict[str, Any]:
-    ident = {k: spec[k] for k in SAMPLE_KEYS}
+    ident = {k: spec[k] for k in SAMPLE_KEYS if k in spec}
     ident["checkpoint"] = spec["checkpoint"]["sha256"]
     return ident
 
