@@ -1,5 +1,5 @@
-"""The `genstudio` command: train | reflow | sample | info | export | learn-grid | studio | eval | sweep | likelihood |
-rescore."""
+"""The `genstudio` command: train | reflow | sample | info | export | learn-grid | neon | studio | eval | sweep |
+likelihood | rescore."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,25 @@ def cmd_learn_grid(args: argparse.Namespace) -> int:
           f"  MSE to the teacher on seeds {p['seeds']['first']}..{p['seeds']['last']}: "
           f"learned {p['learned_loss']:.3g}; hand-made {hand}; {p['evaluations']} evaluations, {p['seconds']} s\n"
           f"  use it with --grid {name} (or --grid learned)")
+    return 0
+
+
+def cmd_neon(args: argparse.Namespace) -> int:
+    from .neon import NeonPlan, neon
+
+    checkpoint = _checkpoint_arg(args.checkpoint)
+    plan = NeonPlan(checkpoint=str(checkpoint), n_self=args.n_self, self_sampler=args.self_sampler,
+                    self_steps=args.self_steps, self_guidance=args.self_guidance,
+                    finetune_images=args.finetune_images, batch_size=args.finetune_batch, lr=args.lr,
+                    weights=tuple(float(w) for w in args.weights.split(",") if w), n_select=args.n_select,
+                    eval_sampler=args.sampler, eval_steps=args.steps, eval_guidance=args.guidance,
+                    half=not args.fp32)
+    record = neon(checkpoint, args.out, plan=plan, **from_args(args))
+    sel = record["selection"]
+    print("\n".join(f"  w = {w}: FID {fid:.4g}" for w, fid in sel["scores"].items()))
+    print(f"chose w = {record['w']:g} on seeds {sel['seeds'][0]}..{sel['seeds'][1]} -> {Path(args.out) / 'model'} "
+          f"(fine-tuned on {record['finetune']['images']} images of S; {record['seconds']} s). Report its scores "
+          f"with genstudio eval {Path(args.out) / 'model'} (seeds 0..n-1)")
     return 0
 
 
@@ -241,6 +260,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", required=True, help="destination, e.g. checkpoints/my_model")
     p.add_argument("--grid-images", type=int, default=100)
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("neon", help="Neon: self-train briefly on the model's own samples, then extrapolate away "
+                                    "from it (theta = (1 + w) base - w finetuned), w chosen on selection seeds")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (default: the shipped default)")
+    p.add_argument("--out", required=True, help="working folder (resumes); the result is OUT/model")
+    p.add_argument("--n-self", type=int, default=6000, help="size of the self-generated set S")
+    p.add_argument("--self-sampler", default=None, help="S's sampler (default: the checkpoint's)")
+    p.add_argument("--self-steps", type=int, default=None)
+    p.add_argument("--self-guidance", type=float, default=None, help="default: 2 if class-conditional, else 1")
+    p.add_argument("--finetune-images", type=int, default=None, help="default: 2%% of the base's training images")
+    p.add_argument("--finetune-batch", type=int, default=None, help="default: the base's batch size")
+    p.add_argument("--lr", type=float, default=None, help="default: a tenth of the base's")
+    p.add_argument("--weights", default="0,0.25,0.5,0.75,1,1.25,1.5,2", help="the w grid, comma-separated")
+    p.add_argument("--n-select", type=int, default=2000, help="samples scoring each w (seeds 50000..)")
+    p.add_argument("--sampler", default=None, help="the sweep's sampler (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--fp32", action="store_true", help="store the merged weights as float32 (default float16)")
+    add_arguments(p)
+    p.set_defaults(fn=cmd_neon)
 
     p = sub.add_parser("learn-grid", help="learn a few-step time grid for a sampler at a fixed NFE (stored in the "
                                           "checkpoint's grids.json; then --grid NAME or --grid learned)")

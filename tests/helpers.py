@@ -65,6 +65,19 @@ MEAN = torch.tensor([0.5, -0.3], dtype=torch.float64)
 VAR = torch.tensor([0.25, 0.04], dtype=torch.float64)
 
 
+def random_classifier(file: Path) -> Path:
+    """A random-init two-class classifier with 16-d features (the interface of the shipped one); He-normal
+    weights keep the features at unit scale through the BatchNorms' initial statistics."""
+    from genstudio.evaluation.classifier import CifarResNet, save_classifier
+
+    torch.manual_seed(0)
+    net = CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2)
+    for mod in net.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(mod.weight)
+    return save_classifier(net, file, {"note": "random init, for tests"})
+
+
 def exact_flow(path, x_t, t, s):
     """The probability-flow ODE of Gaussian data in closed form: x_t = alpha mu + sqrt(alpha^2 v + sigma^2) z."""
     t, s = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)

@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("genstudio.families",),
     ("genstudio.checkpoint", "genstudio.interop"),
     ("genstudio.api", "genstudio.edit", "genstudio.train", "genstudio.evaluation", "genstudio.reflow",
-     "genstudio.publish", "genstudio.train_classifier", "genstudio.likelihoods", "genstudio.learned_grids"),
+     "genstudio.publish", "genstudio.train_classifier", "genstudio.likelihoods", "genstudio.learned_grids",
+     "genstudio.neon"),
     ("genstudio.cli", "ui", "genstudio"),
 ]
 

@@ -23,7 +23,7 @@ from genstudio.evaluation.extractors import InceptionWeightsError
 from genstudio.evaluation.metrics import Evaluator, MetricsError, default_reference, evaluate_images
 from genstudio.evaluation.sweep import sweep
 from genstudio.train import build_model
-from tests.helpers import ROOT, make_toy_folder, toy_config
+from tests.helpers import ROOT, make_toy_folder, random_classifier, toy_config
 
 SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
 NO_CIFAR = ("no offline CIFAR-10 copy: set GENSTUDIO_DATA to the folder holding cifar10/train.tar.gz and "
@@ -40,14 +40,7 @@ def smooth_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture
 def classifier(tmp_path):
-    """A random-init two-class classifier with 16-d features (the interface of the shipped one); He-normal
-    weights keep the features at unit scale through the BatchNorms' initial statistics."""
-    torch.manual_seed(0)
-    net = CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2)
-    for mod in net.modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.kaiming_normal_(mod.weight)
-    return save_classifier(net, tmp_path / "clf.safetensors", {"note": "random init, for tests"})
+    return random_classifier(tmp_path / "clf.safetensors")
 
 
 @pytest.fixture
