@@ -122,7 +122,7 @@ def learn_grid(pipe, sampler: str, nfe: int, *, n: int = 64, seed: int = SELECTI
     chunks = []
     for start in range(0, n, batch_size):
         ids = list(range(seed + start, seed + min(n, start + batch_size)))
-        z = randn_like(torch.empty(len(ids), *pipe.image_shape), generators(ids)).to(pipe.device)
+        z = randn_like(torch.empty(len(ids), *pipe.model.state_shape), generators(ids)).to(pipe.device)
         chunks.append((z, [i - seed for i in ids]))
 
     def run(s: samplers.SamplerSpec, ts: Tensor) -> Tensor:
