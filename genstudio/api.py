@@ -216,6 +216,11 @@ class Pipeline:
         completions (default 1), or (B, H, W, 3), one each; completion i draws its noise from seed + i."""
         return self.editor("inpaint").fn(self, image, mask, **kwargs)
 
+    def colorize(self, image: np.ndarray, **kwargs) -> np.ndarray:
+        """Colours for a gray uint8 image (H, W, 3), n results (default 1), or a batch (B, H, W, 3), one each:
+        inpainting in a decorrelated colour basis with the luminance known (genstudio.edit); the luminance is kept."""
+        return self.editor("colorize").fn(self, image, **kwargs)
+
     def sdedit(self, images: np.ndarray, strength: float, **kwargs) -> SampleResult:
         """SDEdit (Meng et al. 2022): noise `images` to `strength`, sample back to t = 0 (genstudio.edit.sdedit)."""
         return self.editor("sdedit").fn(self, images, strength, **kwargs)

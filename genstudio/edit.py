@@ -1,7 +1,7 @@
-"""Editing verbs on a loaded pipeline: inpaint, SDEdit, purify, interpolate. Each registers like a sampler, with
-the model kinds it supports, so the API and the studio ask `editors(model)` / `get_editor(name, model)` instead
-of branching on what a model is. A verb may have one implementation per kind (inpainting: annealed Langevin on a
-field, multistep consistency jumps on a map).
+"""Editing verbs on a loaded pipeline: inpaint, colorize, SDEdit, purify, interpolate. Each registers like a
+sampler, with the model kinds it supports, so the API and the studio ask `editors(model)` / `get_editor(name,
+model)` instead of branching on what a model is. A verb may have one implementation per kind (inpainting and
+colorization: annealed Langevin on a field, multistep consistency jumps on a map).
 
 Every verb takes the pipeline first (`genstudio.api.Pipeline`: its model, device, defaults and checks), and
 draws image i's noise from seed + i.
@@ -24,6 +24,7 @@ from samplers.run import prior, run_sampler
 from .core.noise import generators, randn_like
 from .data import to_model_range
 from .images import to_uint8
+from .model import Guided
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,60 @@ def _steps(steps: int | None, default: int) -> int:
     return steps
 
 
+# Colorization inpaints in a decorrelated colour basis (Song et al. 2021, score_sde, App. I.4; Song et al. 2023,
+# Consistency Models, App. D): y = M^T x per pixel, M orthogonal with the gray direction (1, 1, 1)/sqrt(3) first,
+# so y_0 = sqrt(3) * luminance (the mean of R, G, B) is known and y_1, y_2 (the colour) are inpainted. M is
+# orthogonal, so Gaussian noise stays Gaussian and the noise path is the same in y as in x.
+COLOUR_BASIS = torch.tensor([[3 ** -0.5, -2 * 6 ** -0.5, 0.0],
+                             [3 ** -0.5, 6 ** -0.5, 2 ** -0.5],
+                             [3 ** -0.5, 6 ** -0.5, -(2 ** -0.5)]], dtype=torch.float64)
+
+
+def to_colour_basis(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> the decorrelated basis (channel 0: sqrt(3) * luminance)."""
+    return torch.einsum("bihw,ij->bjhw", x, COLOUR_BASIS.to(x))
+
+
+def from_colour_basis(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of to_colour_basis (M is orthogonal: its inverse is its transpose)."""
+    return torch.einsum("bjhw,ij->bihw", y, COLOUR_BASIS.to(y))
+
+
+class InColourBasis(Guided):
+    """A guided field seen in the decorrelated colour basis: every prediction (x0, eps, velocity, score) is
+    linear in (x0, eps), so it is the field's own prediction rotated; nfe counts the field's evaluations."""
+
+    def __init__(self, field: Guided):
+        self.field, self.path, self.prediction = field, field.path, field.prediction
+
+    @property
+    def nfe(self) -> int:  # type: ignore[override]
+        return self.field.nfe
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self.field.nfe = value
+
+    def __call__(self, x: torch.Tensor, t, **extra) -> torch.Tensor:
+        return to_colour_basis(self.field(from_colour_basis(x), t, **extra))
+
+
+def in_gamut(x: torch.Tensor) -> torch.Tensor:
+    """RGB in [-1, 1] with each pixel's luminance (mean of R, G, B) kept: where a colour falls outside the
+    cube its chroma (x minus the luminance) is scaled down until it fits, never the luminance changed."""
+    lum = x.mean(1, keepdim=True).clamp(-1, 1)
+    chroma = x - lum
+    room = torch.where(chroma > 0, (1 - lum) / chroma.clamp(min=1e-12), (-1 - lum) / chroma.clamp(max=-1e-12))
+    scale = torch.where(chroma == 0, torch.ones_like(room), room).amin(1, keepdim=True).clamp(0, 1)
+    return lum + scale * chroma
+
+
+def gray(images: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) images as the gray ones colorization starts from: R = G = B = the rounded luminance."""
+    lum = np.asarray(images, dtype=np.float64).mean(-1, keepdims=True).round().astype(np.uint8)
+    return np.repeat(lum, 3, -1)
+
+
 # ---- the verbs ---------------------------------------------------------------------------------------------
 
 @register_editor(name="inpaint", kinds=("field",), paper="Song & Ermon 2019, NCSN, Sec. 5 and App. B.3",
@@ -181,6 +236,46 @@ def inpaint_map(pipe, image: np.ndarray, mask: np.ndarray, n: int | None = None,
     x = inpaint_consistency(field, x_known, mask, make_grid("jumps", pipe.model.path, steps),
                             generator=generators([int(seed) + i for i in range(n)]), callback=callback)
     return to_uint8(x)
+
+
+def _colorize(pipe, inpaint: Callable, image: np.ndarray, n: int | None, seed: int, ts: torch.Tensor, labels,
+              guidance: float, callback, **options) -> np.ndarray:
+    """Inpaint the colour channels of the decorrelated basis given the luminance channel, with `inpaint`."""
+    x_known, _, n = _inpaint_inputs(pipe, image, np.ones(pipe.image_shape[1:], bool), n)
+    known = torch.zeros(1, 3, 1, 1, dtype=torch.bool, device=pipe.device)
+    known[:, 0] = True
+    field = InColourBasis(pipe.field(labels, n, guidance))
+    y = inpaint(field, to_colour_basis(x_known), known, ts.to(pipe.device),
+                generator=generators([int(seed) + i for i in range(n)]), callback=callback, **options)
+    return to_uint8(in_gamut(from_colour_basis(y)))
+
+
+@register_editor(name="colorize", kinds=("field",), paper="Song et al. 2021, score_sde, App. I.4",
+                 describe=lambda steps, per_level: f"annealed Langevin in a decorrelated colour basis: {steps} levels "
+                                                   f"x {per_level} steps")
+@torch.no_grad()
+def colorize_field(pipe, image: np.ndarray, n: int | None = None, seed: int = 0, steps: int | None = None,
+                   labels=None, guidance: float = 1.0, steps_per_level: int = 5, step_lr: float | None = None,
+                   callback=None) -> np.ndarray:
+    """Colours for a gray `image` (uint8 (H, W, 3), n results; or (B, H, W, 3), one each; a colour image's
+    luminance is used): inpainting's annealed Langevin over `steps` levels (default 100) with the luminance
+    known. Each result's luminance (the mean of R, G, B) equals the input's up to rounding."""
+    samplers.get("annealed_langevin", pipe.model)
+    return _colorize(pipe, inpaint_annealed_langevin, image, n, seed,
+                     make_grid("logsnr", pipe.model.path, _steps(steps, 100)), labels, guidance, callback,
+                     steps_per_level=steps_per_level, step_lr=step_lr)
+
+
+@register_editor(name="colorize", kinds=("map",), paper="Song et al. 2023, Consistency Models, Alg. 4",
+                 describe=lambda steps, per_level: f"multistep consistency jumps in a decorrelated colour basis: "
+                                                   f"{steps} jumps")
+@torch.no_grad()
+def colorize_map(pipe, image: np.ndarray, n: int | None = None, seed: int = 0, steps: int | None = None,
+                 labels=None, guidance: float = 1.0, steps_per_level: int = 5, step_lr: float | None = None,
+                 callback=None) -> np.ndarray:
+    """Colorization by multistep consistency inpainting over `steps` jumps (default 8); the luminance is kept."""
+    return _colorize(pipe, inpaint_consistency, image, n, seed, make_grid("jumps", pipe.model.path, _steps(steps, 8)),
+                     labels, guidance, callback)
 
 
 @register_editor(name="sdedit", kinds=("field", "map"), paper="Meng et al. 2022, SDEdit")
