@@ -16,7 +16,7 @@ from ..atomic import atomic_write, write_json
 from .metrics import VOLATILE, Evaluator
 from .options import pop_options
 
-__all__ = ["sweep", "plot_sweep", "TABLE", "PLOT"]
+__all__ = ["sweep", "plot_sweep", "plot_curves", "TABLE", "PLOT"]
 
 TABLE = "sweep.json"
 PLOT = "fid_vs_nfe.png"
@@ -87,24 +87,43 @@ def _read_table(path: Path) -> dict[str, Any]:
 
 
 def plot_sweep(table: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """FID (y) against NFE (x, log scale), one line per sampler; written atomically."""
+    """FID (y) against NFE (x), one line per sampler; written atomically."""
+    curves = {sampler: [(c["nfe"], c["metrics"]["fid"]) for c in table["cells"] if c["sampler"] == sampler]
+              for sampler in sorted({c["sampler"] for c in table["cells"]})}
+    folder = Path(table.get("checkpoint", ""))
+    title = (folder.parent.name if folder.name == "model" else folder.name) or "sweep"  # a run's model/
+    return plot_curves(curves, path, title, table.get("fid_label", "FID"))
+
+
+def plot_curves(curves: dict[str, list[tuple[float, float]]], path: str | os.PathLike[str], title: str,
+                ylabel: str = "FID") -> Path:
+    """One line of (NFE, FID) points per name on a linear NFE axis whose ticks read as plain numbers (1, 2, 5,
+    10; never 5 x 10^0): at the NFE values themselves when there are a few; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    for sampler in sorted({c["sampler"] for c in table["cells"]}):
-        pts = sorted((c["nfe"], c["metrics"]["fid"]) for c in table["cells"] if c["sampler"] == sampler)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
-    ax.set_xscale("log")
+    for name, points in curves.items():
+        pts = sorted(points)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    nfes = sorted({p[0] for pts in curves.values() for p in pts})
+    if 0 < len(nfes) <= 8:
+        ax.set_xticks(nfes)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    plain = ScalarFormatter(useOffset=False)
+    plain.set_scientific(False)
+    ax.xaxis.set_major_formatter(plain)
     ax.set_xlabel("NFE (network evaluations per image)")
-    ax.set_ylabel(table.get("fid_label", "FID"))
-    folder = Path(table.get("checkpoint", ""))
-    ax.set_title((folder.parent.name if folder.name == "model" else folder.name) or "sweep")  # a run's model/
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(fontsize="small")
     fig.tight_layout()
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
