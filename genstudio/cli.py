@@ -104,7 +104,16 @@ def cmd_studio(args: argparse.Namespace) -> int:
         if not (Path(c) / "genstudio.json").is_file():
             raise FileNotFoundError(f"{c} is not a checkpoint folder (no genstudio.json)")
     print(f"genstudio studio on http://{args.host}:{args.port} with {', '.join(str(c) for c in checkpoints)}")
-    launch(build(checkpoints, device=args.device or "cpu"), host=args.host, port=args.port)
+    demo = build(checkpoints, device=args.device or "cpu", host=args.host, allow_training=args.allow_training,
+                 runs_dir=args.runs)
+    if demo.runs is None:
+        print(f"the Train tab is off: {args.host} is not this machine only (add --allow-training to start runs "
+              f"from the browser)")
+    try:
+        launch(demo, host=args.host, port=args.port)
+    finally:
+        if demo.runs is not None:
+            demo.runs.close()  # a run still training is stopped with a checkpoint
     return 0
 
 
@@ -303,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default=None, help="default: cpu")
+    p.add_argument("--runs", default="runs", metavar="DIR",
+                   help="the runs folder: the Train tab's runs and exports, the Evaluate tab's sweeps (default: runs)")
+    p.add_argument("--allow-training", action="store_true",
+                   help="offer the Train tab (it starts training processes) even when --host is not this machine "
+                        "only; on 127.0.0.1 or localhost it is always on")
     p.set_defaults(fn=cmd_studio)
 
     p = sub.add_parser("eval", help="FID/IS/KID/precision-recall of a checkpoint's samples (or of images) "

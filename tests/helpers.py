@@ -219,14 +219,64 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(checkpoints: list[Path]):
-    """The studio on a free localhost port; yields its URL."""
-    from ui.app import build, launch
+def serve(checkpoints: list[Path], host: str = "127.0.0.1", **build):
+    """The studio (ui.app.build's options: `build`) on a free port of `host`; yields its localhost URL and the app.
+    A run it started is stopped at the end."""
+    from ui.app import build as build_app
+    from ui.app import launch
 
-    demo = build(checkpoints)
+    demo = build_app(checkpoints, host=host, **build)
     port = free_port()
-    launch(demo, host="127.0.0.1", port=port, block=False, quiet=True)
+    launch(demo, host=host, port=port, block=False, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/", demo
     finally:
         demo.close()
+        if demo.runs is not None:
+            demo.runs.close()
+
+
+MICRO_TOML = """
+[model]
+network = "tiny"
+unet = {unet}
+num_classes = 2
+
+[objective]
+name = "edm"
+
+[data]
+source = "{data}"
+image_size = 8
+cache_dir = "{cache}"
+
+[train]
+output_dir = "{runs}/micro"
+max_steps = 100000
+batch_size = 8
+lr = 1e-3
+log_every = 1
+checkpoint_every = 100000
+sample_every = 3
+sample_count = 4
+sample_sampler = "euler"
+sample_steps = 2
+"""  # a run that trains until stopped, a loss point every step and a sample grid every third
+
+
+def workbench(root: Path) -> tuple[list[Path], dict]:
+    """The studio's workbench on micro models: (checkpoints, ui.app.build options): a config folder holding
+    micro.toml (8x8 toy images), a runs folder, and an offline evaluator (a random classifier, a 16x16 reference)."""
+    import json
+
+    checkpoints = [field_checkpoint(root), map_checkpoint(root)]
+    configs = root / "configs"
+    configs.mkdir()
+    toy = make_toy_folder(root / "toy", n_per_class=12, size=8)
+    unet = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in MICRO_UNET.items()) + " }"
+    (configs / "micro.toml").write_text(MICRO_TOML.format(unet=unet, data=toy, cache=root / "cache",
+                                                          runs=root / "runs"))
+    reference = make_toy_folder(root / "reference", n_per_class=10, size=SIZE)
+    evaluator = {"classifier": str(random_classifier(root / "clf.safetensors")), "reference": str(reference),
+                 "cache_dir": str(root / "cache")}
+    return checkpoints, {"runs_dir": root / "runs", "config_dirs": [configs], "evaluator": evaluator}

@@ -53,6 +53,15 @@ class Shared:
     def __init__(self, models: Models):
         self.models = models
         self.out_dir = Path(tempfile.mkdtemp(prefix="genstudio-studio-"))
+        self.model_lists: list[gr.Dropdown] = []  # every checkpoint dropdown: refreshed when a model is exported
+
+    def model_list(self, dropdown: gr.Dropdown) -> gr.Dropdown:
+        """Register a checkpoint dropdown (its choices: Models.choices()) so an export refreshes it."""
+        self.model_lists.append(dropdown)
+        return dropdown
+
+    def list_updates(self) -> dict:
+        return {d: gr.update(choices=self.models.choices()) for d in self.model_lists}
 
     def pipe(self, model: Any) -> Pipeline:
         return self.models.get(model)
@@ -69,6 +78,15 @@ class Shared:
         path = self.out_dir / f"{stem}_{time.time_ns()}.png"
         save_png(image_grid(images) if images.ndim == 4 else images, path)
         return str(path)
+
+
+def compare_defaults(pipe: Pipeline, count: int = 3) -> list[str]:
+    """The samplers a comparison starts with: the model's default, then the next deterministic fixed-step ones
+    it can drive (not adaptive: NFE set by the steps; not stochastic), `count` in all where there are that many."""
+    usable, default = pipe.samplers(), pipe.defaults()["sampler"]
+    plain = [s for s in usable if s != default and samplers.get(s).nfe_per_step is not None
+             and not samplers.get(s).stochastic]
+    return ([default] if default in usable else []) + plain[:count - 1]
 
 
 def grid_choice(grid: Any) -> str | None:

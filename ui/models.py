@@ -28,6 +28,27 @@ class Models:
         self._loaded: OrderedDict[str, Pipeline] = OrderedDict()
         self._lock = threading.Lock()
 
+    def label(self, checkpoint: str | Path) -> str:
+        """A checkpoint's name in the lists: its folder's name (a run's model/: the run's name)."""
+        path = Path(checkpoint)
+        name = path.parent.name if path.name == "model" else path.name
+        same = [c for c in self.checkpoints if Path(c).name == path.name and c != str(path)]
+        return f"{name} ({path.parent.name})" if same and path.name != "model" else name
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(name, folder) pairs for a dropdown: the name shown, the folder's path its value."""
+        return [(self.label(c), c) for c in self.checkpoints]
+
+    def add(self, checkpoint: str | Path) -> str:
+        """Offer one more checkpoint folder (e.g. one just exported); returns its value in the lists."""
+        value = str(Path(checkpoint))
+        key = str(self.resolve(value))  # a checkpoint folder, or a gr.Error
+        with self._lock:
+            self._loaded.pop(key, None)  # exported again: load the new weights
+            if value not in self.checkpoints:
+                self.checkpoints.append(value)
+        return value
+
     def resolve(self, value: Any) -> Path:
         """The checkpoint folder for a dropdown value (a listed checkpoint or a typed path)."""
         if not isinstance(value, str) or not value.strip():
@@ -99,7 +120,7 @@ def _extractors(obj: Any) -> set[str]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             if k == "extractor" and isinstance(v, (str, dict)):
-                found.add(v if isinstance(v, str) else str(v.get("name", v)))
+                found.add(v if isinstance(v, str) else str(v.get("label", v.get("name", v))))
             else:
                 found |= _extractors(v)
     elif isinstance(obj, list):
@@ -108,63 +129,114 @@ def _extractors(obj: Any) -> set[str]:
     return found
 
 
-def _score_rows(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Flatten the numeric scores of metrics.json into (name, value) rows."""
+MAX_ROWS = 40
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _cell(v: Any) -> str:
+    """A value as a table cell: numbers to 4 significant digits, lists of scalars joined, pipes escaped."""
+    if isinstance(v, float):
+        text = f"{v:.4g}"
+    elif isinstance(v, list) and all(_scalar(x) for x in v):
+        text = ", ".join(_cell(x) for x in v[:12]) + (", ..." if len(v) > 12 else "")
+    elif _scalar(v):
+        text = "" if v is None else str(v)
+    else:
+        text = json.dumps(v, default=str)
+        text = text if len(text) <= 80 else text[:77] + "..."
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested dict as (dotted key, value) rows; lists of records are counted, not spelled out."""
     rows: list[tuple[str, Any]] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            rows += _score_rows(v, f"{prefix}{k}." if not isinstance(v, (int, float)) else f"{prefix}{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj[:20]):
-            rows += _score_rows(v, f"{prefix}{i}.")
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        rows.append((prefix.rstrip("."), obj))
+    for k, v in d.items():
+        if isinstance(v, dict):
+            rows += _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            rows.append((f"{prefix}{k}", f"{len(v)} records (in the raw metrics.json)"))
+        else:
+            rows.append((f"{prefix}{k}", v))
     return rows
 
 
+def records_table(records: list[dict[str, Any]]) -> list[str]:
+    """A markdown table of records: one column per scalar field, and per number of a field holding numbers
+    (e.g. "metrics": {"fid": ...} gives metrics.fid); nested protocols stay in the raw JSON."""
+    columns: list[str] = []
+    for r in records:
+        for k, v in r.items():
+            if _scalar(v):
+                names = [k]
+            elif isinstance(v, dict) and v and all(isinstance(x, (int, float)) for x in v.values()):
+                names = [f"{k}.{kk}" for kk in v]
+            else:
+                continue
+            columns += [c for c in names if c not in columns]
+
+    def get(r: dict[str, Any], col: str) -> Any:
+        if col in r:
+            return r[col]
+        head, _, tail = col.partition(".")
+        return r.get(head, {}).get(tail) if isinstance(r.get(head), dict) else None
+
+    lines = ["| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
+    lines += ["| " + " | ".join(_cell(get(r, c)) for c in columns) + " |" for r in records[:MAX_ROWS]]
+    if len(records) > MAX_ROWS:
+        lines.append(f"\n({len(records) - MAX_ROWS} more in the raw metrics.json)")
+    return lines
+
+
+def section_table(value: Any) -> list[str]:
+    """One metrics.json section as readable markdown: a list of records as a table with a row each, a table of
+    keys as a key | value table (nested keys dotted), anything else as one line."""
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        return records_table(value)
+    if isinstance(value, dict) and value:
+        rows = _flat(value)
+        lines = ["| key | value |", "| --- | --- |"] + [f"| {k} | {_cell(v)} |" for k, v in rows[:MAX_ROWS]]
+        return lines + ([f"\n({len(rows) - MAX_ROWS} more in the raw metrics.json)"] if len(rows) > MAX_ROWS else [])
+    return [_cell(value) if value not in ([], {}) else "(empty)"]
+
+
+SECTION_ORDER = ("training", "sampling", "scores")  # first, in this order; the others follow as written
+
+
 def card(pipe: Pipeline, folder: Path) -> tuple[str, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
-    """(markdown card, sample grid, FID-vs-NFE plot, metrics.json) of a checkpoint."""
+    """(markdown card, sample grid, FID-vs-NFE plot, metrics.json) of a checkpoint: a table of what it is, then
+    each section of its metrics.json as a readable table (the raw JSON is shown folded away beside it)."""
     info, metrics = pipe.info(), read_metrics(folder)
-    training = {**info.get("training", {}), **metrics.get("training", {})}
     classes = f"{info['num_classes']} classes, classifier-free guidance" if info["num_classes"] else "unconditional"
     d = info["defaults"]
-    lines = [
-        f"### {info['name']}",
-        f"- **family**: {info['family']} ({pipe.model.kind} model, {info['prediction']} prediction, "
-        f"path {json.dumps(info['path'])}, preconditioning {json.dumps(info['precond'])})",
-        f"- **folder**: `{folder}`",
-        f"- **parameters**: {info['parameters']:,}",
-        f"- **conditioning**: {classes}",
-        f"- **default sampling**: {d['sampler']}, {d['steps']} steps, {d['grid']} grid",
-        f"- **samplers**: {', '.join(info['samplers'])}",
-    ]
-    if training:
-        keys = ("steps", "images_seen", "wall_time_s", "hardware", "processes", "mean_loss_last_200_steps", "note")
-        summary = "; ".join(f"{k} {training[k]}" for k in keys if k in training)
-        lines.append(f"- **training**: {summary or 'recorded (see metrics)'}")
-    else:
-        lines.append("- **training**: not recorded")
-    sampling = metrics.get("sampling")
-    if isinstance(sampling, dict) and sampling:
-        lines.append("- **sampling speed**: " + ", ".join(f"{k} {v}" for k, v in sampling.items() if k != "note"))
-    scores = metrics.get("scores")
-    rows = [] if isinstance(scores, list) or not scores else _score_rows(scores)
-    if isinstance(scores, list) and scores:  # records of genstudio.publish.record_scores: one row each
-        lines.append(f"- **scores** (extractor: {', '.join(sorted(_extractors(scores))) or 'not recorded'}):")
-        names = sorted({k for r in scores for k in r.get("metrics", {})})
-        lines += ["", "| sampler | steps | NFE | guidance | n | " + " | ".join(names) + " |",
-                  "| --- " * (5 + len(names)) + "|"]
-        for r in scores[:40]:
-            vals = [f"{v:.4g}" if isinstance(v := r.get("metrics", {}).get(k), (int, float)) else "" for k in names]
-            lines.append(f"| {r.get('sampler')} | {r.get('steps')} | {r.get('nfe')} | {r.get('guidance')} | "
-                         f"{r.get('n')} | " + " | ".join(vals) + " |")
-    elif rows:
-        ex = _extractors(scores)
-        lines.append(f"- **scores** (extractor: {', '.join(sorted(ex)) if ex else 'not recorded'}):")
-        lines += ["", "| metric | value |", "| --- | --- |"] + [f"| {k} | {v:.4g} |" for k, v in rows[:40]]
-    else:
-        lines.append("- **scores**: none recorded yet (metrics.json has no FID/IS)")
+    about = [("family", f"{info['family']} ({pipe.model.kind} model, {info['prediction']} prediction)"),
+             ("path", json.dumps(info["path"])), ("preconditioning", json.dumps(info["precond"])),
+             ("folder", f"`{folder}`"), ("parameters", f"{info['parameters']:,}"), ("conditioning", classes),
+             ("default sampling", f"{d['sampler']}, {d['steps']} steps, {d['grid']} grid"),
+             ("samplers", ", ".join(info["samplers"])), ("editors", ", ".join(info["editors"]))]
+    lines = [f"### {info['name']}", "", "| | |", "| --- | --- |"] + [f"| **{k}** | {_cell(v) if k != 'folder' else v} |"
+                                                                        for k, v in about]
+    training = {**info.get("training", {}), **(metrics.get("training") or {})}
+    sections = {"training": training, **{k: v for k, v in metrics.items() if k != "training"}}
+    if "scores" not in sections or not sections["scores"]:
+        sections["scores"] = None
+    names = [k for k in SECTION_ORDER if k in sections] + [k for k in sections if k not in SECTION_ORDER]
+    for name in names:
+        value = sections[name]
+        if name == "training" and not value:
+            lines += ["", "#### training", "not recorded"]
+        elif name == "scores" and not value:
+            lines += ["", "#### scores", "none recorded yet (metrics.json has no FID/IS)"]
+        elif name == "scores":
+            ex = _extractors(value)
+            lines += ["", f"#### scores (extractor: {', '.join(sorted(ex)) if ex else 'not recorded'})", ""]
+            lines += section_table(value)
+        else:
+            lines += ["", f"#### {name}", ""] + section_table(value)
     plot = next((read_png(folder / n) for n in PLOT_NAMES if (folder / n).is_file()), None)
     if plot is None:
-        lines.append("- **FID vs NFE**: no sweep plot in this folder")
+        lines += ["", "No FID-vs-NFE plot in this folder yet (run one in the Evaluate tab, or `genstudio sweep "
+                      "--record`)."]
     return "\n".join(lines), read_png(folder / "samples.png"), plot, metrics

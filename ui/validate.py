@@ -30,7 +30,7 @@ IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM"}
 LIMITS = {  # name: (lo, hi) for the numeric inputs
     "steps": (1, 200), "n": (1, 64), "seed": (0, 2**31 - 1), "guidance": (0.0, 20.0),
     "strength": (0.0, 1.0), "purify_strength": (0.01, 0.6), "frames": (2, 32), "noise": (0.0, 1.0),
-    "inpaint_steps": (2, 200), "per_level": (1, 20),
+    "inpaint_steps": (2, 200), "per_level": (1, 20)
 }
 
 
@@ -48,6 +48,19 @@ def number(value: Any, name: str, integer: bool = False, limits: tuple[float, fl
             raise gr.Error(f"{name} must be a whole number in {lo}..{hi}, got {value!r}")
         return int(v)
     return v
+
+
+def step_list(text: Any, most: int = 12) -> list[int]:
+    """"4, 8, 16" -> [4, 8, 16], each a step count within LIMITS["steps"]."""
+    try:
+        steps = [int(s) for s in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise gr.Error(f"steps must be whole numbers separated by commas, e.g. 4, 8, 16; got {text!r}") from None
+    if not steps:
+        raise gr.Error("give at least one step count, e.g. 4, 8, 16")
+    if len(steps) > most:
+        raise gr.Error(f"at most {most} step counts at once, got {len(steps)}")
+    return [int(number(s, "steps", integer=True)) for s in dict.fromkeys(steps)]
 
 
 def choice(value: Any, name: str, allowed: list[str]) -> str:

@@ -2,6 +2,7 @@
 must each get a clear error while the server keeps answering."""
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -215,7 +216,7 @@ def test_model_card_names_the_extractor_and_shows_the_plots(ctx):
     text, samples, plot, metrics = ctx["client"].predict(ctx["field"], api_name="/model_card")
     assert "diffusion" in text and "parameters" in text and "genstudio-c10" in text and "fid_10k" in text
     assert plot is not None and Image.open(plot).size == (60, 40)
-    assert metrics["scores"]["fid_10k"] == 123.4
+    assert json.loads(metrics)["scores"]["fid_10k"] == 123.4
     text, samples, plot, metrics = ctx["client"].predict(ctx["map"], api_name="/model_card")
     assert "consistency" in text and "none recorded" in text and plot is None
 

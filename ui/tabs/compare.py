@@ -7,7 +7,7 @@ from genstudio.api import Pipeline
 from genstudio.images import image_grid
 
 from .. import validate as V
-from ..common import HEAVY, Shared, label_dropdown, label_guidance, label_updates, user_errors
+from ..common import HEAVY, Shared, compare_defaults, label_dropdown, label_guidance, label_updates, user_errors
 from ..components import CheckedNumber, CheckedSlider
 
 MAX_COMPARE_RUNS = 24
@@ -25,8 +25,7 @@ class Compare:
         return [self.samplers, self.label, self.guidance]
 
     def on_model(self, pipe: Pipeline) -> dict:
-        usable = pipe.samplers()
-        return {self.samplers: gr.update(choices=usable, value=usable[:2]),
+        return {self.samplers: gr.update(choices=pipe.samplers(), value=compare_defaults(pipe)),
                 **label_updates(pipe, self.label, self.guidance)}
 
     @user_errors
@@ -40,14 +39,7 @@ class Compare:
         bad = [s for s in chosen if s not in usable]
         if bad:
             raise gr.Error(f"sampler(s) {bad} cannot drive {pipe.name}; its samplers: {', '.join(usable)}")
-        try:
-            step_list = [int(s) for s in str(steps_text).replace(",", " ").split()]
-        except ValueError:
-            raise gr.Error(f"steps must be whole numbers separated by commas, e.g. 4, 8, 16; "
-                           f"got {steps_text!r}") from None
-        if not step_list:
-            raise gr.Error("give at least one step count, e.g. 4, 8, 16")
-        step_list = [V.number(s, "steps", integer=True) for s in step_list]
+        step_list = V.step_list(steps_text)
         runs = [(s, k) for s in chosen for k in step_list]
         if len(runs) > MAX_COMPARE_RUNS:
             raise gr.Error(f"{len(runs)} runs asked for; at most {MAX_COMPARE_RUNS} samplers x step counts at once")
@@ -68,7 +60,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Compare:
     usable = pipe0.samplers()
     with gr.Tab("Compare", id="compare"):
         with gr.Row():
-            tab.samplers = gr.Dropdown(usable, value=usable[:2], multiselect=True, allow_custom_value=True,
+            tab.samplers = gr.Dropdown(usable, value=compare_defaults(pipe0), multiselect=True, allow_custom_value=True,
                                        label="samplers")
             steps = gr.Textbox("4, 10", label="step counts (comma-separated)")
         with gr.Row():

@@ -1,4 +1,4 @@
-"""The Edit tab: inpaint, SDEdit, purify and interpolate an uploaded (or sent) image."""
+"""The Edit tab: inpaint, colorize, SDEdit, purify and interpolate an uploaded (or sent) image."""
 from __future__ import annotations
 
 import time
@@ -7,6 +7,7 @@ import gradio as gr
 import numpy as np
 
 from genstudio.api import Pipeline
+from genstudio.edit import gray as gray_image
 from genstudio.images import image_grid
 
 from .. import validate as V
@@ -70,6 +71,30 @@ class Edit:
         how = pipe.editor("inpaint").summary(steps=levels, per_level=per_level)
         info = f"{note}. Filled {int((~mask).sum())} of {mask.size} pixels with {how}, {seconds:.2f} s."
         return self._results(gallery, info, out, "inpaint")
+
+    @user_errors
+    def colorize(self, model, editor, n, seed, levels, per_level, label, guidance) -> dict:
+        pipe = self.shared.pipe(model)
+        image, note = _edit_image(pipe, editor)
+        n = V.number(n, "n", integer=True, limits=(1, 16))
+        seed = V.number(seed, "seed", integer=True)
+        levels = V.number(levels, "inpaint_steps", integer=True)
+        per_level = V.number(per_level, "per_level", integer=True)
+        labels, guidance = label_guidance(pipe, label, guidance, n)
+        t0 = time.perf_counter()
+        out = pipe.colorize(image, n=n, seed=seed, steps=levels, labels=labels, guidance=guidance,
+                            steps_per_level=per_level)
+        seconds = time.perf_counter() - t0
+        gray = gray_image(image)
+        off = np.abs(out.astype(np.float64).mean(-1) - image.astype(np.float64).mean(-1)).max()
+        strip = np.concatenate([gray, *[np.concatenate([np.full((gray.shape[0], 2, 3), 255, np.uint8), o], 1)
+                                        for o in out]], axis=1)
+        gallery = [(image, "input"), (gray, "gray (what the model sees: its luminance)")] + \
+            [(img, f"colorized, seed {seed + i}") for i, img in enumerate(out)] + [(strip, "before | after")]
+        how = pipe.editor("colorize").summary(steps=levels, per_level=per_level)
+        info = (f"{note}. Colorized with {how}, {seconds:.2f} s; the luminance (mean of R, G, B) is the input's "
+                f"to within {off:.2f} of 255 (rounding).")
+        return self._results(gallery, info, out, "colorize")
 
     @user_errors
     def sdedit(self, model, editor, sampler, steps, grid, strength, n, seed, label, guidance) -> dict:
@@ -166,6 +191,10 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                     levels = CheckedSlider(2, 200, value=30, step=1, label="noise levels")
                     per_level = CheckedSlider(1, 20, value=3, step=1, label="Langevin steps per level")
                     inpaint = gr.Button("Inpaint", variant="primary")
+                with gr.Tab("Colorize"):
+                    c_levels = CheckedSlider(2, 200, value=30, step=1, label="noise levels (jumps for a map model)")
+                    c_per_level = CheckedSlider(1, 20, value=2, step=1, label="Langevin steps per level")
+                    colorize = gr.Button("Colorize", variant="primary", elem_id="colorize-button")
                 with gr.Tab("SDEdit"):
                     s_strength = CheckedSlider(0, 1, value=0.5, step=0.01,
                                                label="strength (0: keep the image, 1: ignore it)")
@@ -194,6 +223,8 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
     outputs = [tab.gallery, tab.info, tab.file]
     inpaint.click(tab.inpaint, [model, tab.image, tab.n, tab.seed, levels, per_level, *label], outputs,
                   api_name="inpaint", **HEAVY)
+    colorize.click(tab.colorize, [model, tab.image, tab.n, tab.seed, c_levels, c_per_level, *label], outputs,
+                   api_name="colorize", **HEAVY)
     sdedit.click(tab.sdedit, [model, tab.image, *sampling, s_strength, tab.n, tab.seed, *label], outputs,
                  api_name="sdedit", **HEAVY)
     purify.click(tab.purify, [model, tab.image, *sampling, p_strength, noise, tab.seed, *label], outputs,
