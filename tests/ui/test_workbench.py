@@ -115,6 +115,20 @@ def test_evaluate_two_models_plots_tabulates_and_records(ctx):
     assert "| sampler | steps | nfe |" in text and "metrics.fid" in text and "c10" in text
 
 
+def test_evaluate_can_be_cancelled_and_keeps_the_cells_done(ctx):
+    client = ctx["client"]
+    job = client.submit([ctx["map"]], ["consistency"], "3, 4, 5, 6, 7, 8, 9, 10", 64, api_name="/evaluate")
+    t0 = time.time()
+    while not any("2 of 8 cells" in str(o) for o in job.outputs()) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    assert "cancelled" in client.predict(api_name="/evaluate_cancel")
+    while not job.done() and time.time() - t0 < 60:
+        time.sleep(0.1)
+    cells = json.loads((ctx["root"] / "runs" / "sweeps" / "map_ckpt" / "sweep.json").read_text())["cells"]
+    assert 2 <= len([c for c in cells if c["steps"] >= 3]) < 8  # stopped early; what was done is kept
+    assert len(client.predict([ctx["map"]], ["consistency"], "1", 6, api_name="/evaluate")[1]["data"]) == 1
+
+
 def test_colorize_keeps_the_luminance_for_field_and_map_models(ctx):
     for model, label in ((ctx["field"], 0), (ctx["map"], -1)):
         gallery, info, file = ctx["client"].predict(model, editor(ctx["gray"]), 3, 0, 3, 1, label, 1.0,
