@@ -71,7 +71,7 @@ def build(checkpoints: list[str | Path] | None = None, device: str = "cpu", host
         with gr.Row():
             model_dropdown = shared.model_list(gr.Dropdown(
                 shared.models.choices(), value=first, allow_custom_value=True, scale=3,
-                label="model (a listed checkpoint, or type a checkpoint folder's path)"))
+                label="model (a listed checkpoint, or type a checkpoint folder's path)", elem_id="model"))
             model_info = gr.Markdown()
 
         with gr.Tabs() as tabs:

@@ -95,7 +95,7 @@ def test_a_jpeg_uploaded_in_the_edit_tab_is_edited(tmp_path):
 
 # -- the workbench tabs: one server for all of them ------------------------------------------------------------------
 
-SHOTS = os.environ.get("GENSTUDIO_SCREENSHOTS")  # a folder: also keep small copies there (docs/screenshots)
+SHOTS = "GENSTUDIO_SCREENSHOTS"  # names a folder: small copies of the screenshots go there too (docs/screenshots)
 
 
 def _not_blank(path: Path) -> None:
@@ -103,14 +103,16 @@ def _not_blank(path: Path) -> None:
     assert pixels.std(0).max() > 10 and len(np.unique(pixels, axis=0)) > 50, f"{path.name} looks blank"
 
 
-def _shot(target, path: Path, name: str) -> Path:
-    """Screenshot `target` (a page or a locator) to path/name, check it is not blank, keep a small copy in SHOTS."""
+def _shot(target, path: Path, name: str, **options) -> Path:
+    """Screenshot `target` (a page or a locator) to path/name, check it is not blank, keep a small copy in
+    $GENSTUDIO_SCREENSHOTS if set."""
     out = path / name
-    target.screenshot(path=str(out))
+    target.screenshot(path=str(out), **options)
     _not_blank(out)
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        Image.open(out).convert("RGB").quantize(128).save(Path(SHOTS) / name, optimize=True)
+    if os.environ.get(SHOTS):
+        keep = Path(os.environ[SHOTS])
+        keep.mkdir(parents=True, exist_ok=True)
+        Image.open(out).convert("RGB").quantize(128).save(keep / name, optimize=True)
     return out
 
 
@@ -162,10 +164,12 @@ def test_train_tab_starts_watches_stops_and_exports_a_run(bench, tmp_path):
     _wait_text(page, "#train-info", "img/s")
     _wait_images(page, "#train-grid", 1)
     page.wait_for_timeout(1500)  # a few more loss points on the curve
-    _shot(page, tmp_path, "train.png")
     page.locator("#train-stop").click()
     info = _wait_text(page, "#train-info", "stopped")
     assert "latest checkpoint: step_" in info
+    page.wait_for_timeout(1500)
+    _wait_images(page, "#train-grid", 1)  # the last grid, no longer replaced every second
+    _shot(page, tmp_path, "train.png")
     page.locator("#train-export").click()
     assert "now offer it as browser" in _wait_text(page, "#train-info", "exported")
     assert (bench["root"] / "runs" / "exports" / "browser" / "genstudio.json").is_file()
@@ -189,7 +193,7 @@ def test_compare_models_tab_shows_each_model(bench, tmp_path):
     _tab(page, "Compare models")
     page.locator("#compare-models-button").click()
     _wait_images(page, "#compare-models-gallery", 2)
-    _shot(page, tmp_path, "compare_models.png")
+    _shot(page, tmp_path, "compare_models_micro.png")
 
 
 def test_colorize_in_the_edit_tab(bench, tmp_path):
@@ -204,7 +208,7 @@ def test_colorize_in_the_edit_tab(bench, tmp_path):
     page.locator("#colorize-button").click()
     _wait_text(page, "#edit-info", "Colorized")
     _wait_images(page, "#edit-gallery", 6)
-    _shot(page, tmp_path, "colorize.png")
+    _shot(page, tmp_path, "colorize_micro.png")
 
 
 def test_models_tab_card_is_a_table(bench, tmp_path):
@@ -212,7 +216,7 @@ def test_models_tab_card_is_a_table(bench, tmp_path):
     _tab(page, "Models")
     _wait_text(page, "#models-card", "parameters")
     assert page.locator("#models-card table").count() >= 2
-    _shot(page, tmp_path, "models.png")
+    _shot(page, tmp_path, "models_micro.png")
 
 
 def test_the_train_tab_is_absent_on_a_non_local_host(bench, tmp_path):

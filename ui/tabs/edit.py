@@ -192,7 +192,8 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                     per_level = CheckedSlider(1, 20, value=3, step=1, label="Langevin steps per level")
                     inpaint = gr.Button("Inpaint", variant="primary")
                 with gr.Tab("Colorize"):
-                    c_levels = CheckedSlider(2, 200, value=30, step=1, label="noise levels (jumps for a map model)")
+                    c_levels = CheckedSlider(2, 200, value=30, step=1, label="noise levels (jumps for a map model)",
+                                             elem_id="colorize-levels")
                     c_per_level = CheckedSlider(1, 20, value=2, step=1, label="Langevin steps per level")
                     colorize = gr.Button("Colorize", variant="primary", elem_id="colorize-button")
                 with gr.Tab("SDEdit"):

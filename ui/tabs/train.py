@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from genstudio.publish import publish
 
-from ..common import HEAVY, Shared, user_errors
+from ..common import HEAVY, Shared, enlarged, user_errors
 from ..models import read_png
 from ..runs import PRECISIONS, Runs
 
@@ -24,6 +25,12 @@ def _duration(seconds: float | None) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else \
         f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _grid(path) -> np.ndarray | None:
+    """A sample grid enlarged (nearest pixel) so that even an 8x8 model's grid is seen."""
+    image = read_png(path) if path else None
+    return None if image is None else enlarged(image)
 
 
 class Train:
@@ -78,9 +85,10 @@ class Train:
         """status for the timer: the sample grid sent only when it is a new one (`shown`: the grid's caption on
         the page); a run that went away is a line, not an error every second."""
         try:
-            return self.status(run, shown)
+            out = self.status(run, shown)
         except gr.Error as e:
             return {self.info: e.message}
+        return {**out, self.shown: out[self.grid_label]}
 
     @user_errors
     def status(self, run, shown: str | None = None) -> dict:
@@ -101,7 +109,7 @@ class Train:
         grid = s["sample_grid"]
         caption = f"latest sample grid: {grid.name}" if grid else "no sample grid yet"
         return {self.info: "; ".join(parts), self.loss: frame, self.log: s["log_tail"], self.grid_label: caption,
-                self.grid: gr.skip() if shown == caption else read_png(grid) if grid else None}
+                self.grid: gr.skip() if shown == caption else _grid(grid)}
 
 
 def build(shared: Shared, runs: Runs) -> Train:
@@ -142,6 +150,7 @@ def build(shared: Shared, runs: Runs) -> Train:
                                     elem_classes="pixelated", elem_id="train-grid")
                 tab.log = gr.Textbox(label="trainer output (last lines)", lines=4, max_lines=8, interactive=False)
         timer = gr.Timer(1.0)
+        tab.shown = gr.State(None)  # the grid this page shows (its caption): sent again only when it changes
 
     started = [tab.run, tab.info]
     shown = [tab.info, tab.loss, tab.grid, tab.grid_label, tab.log]
@@ -151,6 +160,6 @@ def build(shared: Shared, runs: Runs) -> Train:
     export.click(tab.export, tab.run, [tab.info, *shared.model_lists, tab.exported], api_name="train_export",
                  **HEAVY)
     tab.run.change(tab.status, tab.run, shown, api_name="train_status")
-    timer.tick(tab.tick, [tab.run, tab.grid_label], shown, api_name=False, show_progress="hidden",
+    timer.tick(tab.tick, [tab.run, tab.shown], [*shown, tab.shown], api_name=False, show_progress="hidden",
                trigger_mode="always_last")
     return tab
