@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genstudio.atomic import read_jsonl, write_json
+from genstudio.atomic import read_jsonl, write_json, write_text
 from genstudio.config import Config, load_config, read_toml
 from genstudio.train import EXIT_OK, EXIT_STOPPED, build_checked, latest_checkpoint
 
@@ -31,6 +31,7 @@ OVERRIDES = {  # the keys the studio overrides: (config key, lo, hi)
     "steps": ("max_steps", 1, 10_000_000), "batch size": ("batch_size", 1, 4096), "learning rate": ("lr", 1e-12, 10.0),
 }
 LOG = "studio.log"          # the trainer's stdout and stderr
+PID = "trainer.pid"         # the trainer's process id while it runs: a restarted studio sees it still training
 EXPORTS = "exports"         # the runs folder's subfolder that Export writes checkpoints to
 
 
@@ -130,10 +131,27 @@ class Runs:
             train["mixed_precision"] = precision
         return train
 
+    def _orphan(self, folder: Path) -> int | None:
+        """The id of a trainer an earlier studio started in `folder` that is still running, else None."""
+        try:
+            pid = int((folder / PID).read_text())
+            os.kill(pid, 0)
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            if cmdline.exists() and b"genstudio.train" not in cmdline.read_bytes():
+                return None  # the id was reused by another program
+        except (OSError, ValueError):
+            return None
+        mine = self.running is not None and self.running.process.pid == pid
+        return None if mine else pid
+
     def _check_free(self) -> None:
         if self.running is not None and self.running.process.poll() is None:
             raise ValueError(f"run {self.running.name!r} is still training: one run at a time in this studio; "
                              f"stop it first")
+        for name in self.names():
+            if self._orphan(self.root / name):
+                raise ValueError(f"run {name!r} is still training (started before this studio restarted): one run "
+                                 f"at a time; stop it first")
 
     def start(self, config: Any, name: Any, train: dict[str, Any]) -> str:
         """Start a fresh run of `config` in runs/<name> (default: the config's output_dir's name); its name."""
@@ -177,6 +195,7 @@ class Runs:
             process = subprocess.Popen([sys.executable, "-m", "genstudio.train", *args], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=PROJECT,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            write_text(folder / PID, str(process.pid))
             self.running = Running(name, folder, process, log, time.time())
             self.exits.pop(name, None)
         return name
@@ -186,7 +205,11 @@ class Runs:
         with self._lock:
             r = self.running
             if r is None or r.process.poll() is not None:
-                raise ValueError("nothing is training: there is no run to stop")
+                orphans = [(n, pid) for n in self.names() if (pid := self._orphan(self.root / n))]
+                if not orphans:
+                    raise ValueError("nothing is training: there is no run to stop")
+                os.kill(orphans[0][1], signal.SIGTERM)  # started before this studio restarted
+                return orphans[0][0]
             r.process.send_signal(signal.SIGTERM)
             r.stop_sent = True
             return r.name
@@ -201,11 +224,12 @@ class Runs:
             self.exits[r.name] = {EXIT_OK: "finished", EXIT_STOPPED: "stopped: checkpoint saved (Resume continues)"
                                   }.get(code, f"failed (exit status {code}; see {LOG} in the run folder)")
             r.log.close()
+            (r.folder / PID).unlink(missing_ok=True)
             self.running = None
 
     def is_running(self, name: str) -> bool:
         self.poll()
-        return self.running is not None and self.running.name == name
+        return self.running is not None and self.running.name == name or bool(self._orphan(self.root / name))
 
     def close(self) -> None:
         """Stop a running trainer (the studio is shutting down) and wait for its checkpoint."""
@@ -240,8 +264,11 @@ class Runs:
         grids = sorted((folder / "samples").glob("step_*.png")) if (folder / "samples").is_dir() else []
         ckpt = latest_checkpoint(folder)
         running = self.running is not None and self.running.name == folder.name
-        state = ("stopping (SIGTERM sent: saving a checkpoint)" if running and self.running and self.running.stop_sent
-                 else "training" if running else self.exits.get(folder.name, "not running"))
+        if not running and self._orphan(folder):
+            running, state = True, "training (started before this studio restarted)"
+        else:
+            state = ("stopping (SIGTERM sent: saving a checkpoint)" if running and self.running and
+                     self.running.stop_sent else "training" if running else self.exits.get(folder.name, "not running"))
         return {"name": folder.name, "folder": folder, "state": state, "running": running, "step": step,
                 "max_steps": max_steps, "losses": points, "img_per_s": ips, "eta_s": eta,
                 "checkpoint": ckpt, "sample_grid": grids[-1] if grids else None,

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.helpers import SIZE, serve, workbench
 from tests.ui.test_ui import editor
+from ui.app import build
 from ui.tabs.compare_models import OWN_DEFAULT
 from ui.tabs.train import KEEP
 
@@ -63,6 +64,11 @@ def test_train_start_watch_stop_export_resume(ctx):
     assert "training" in info and "img/s" in info and "ETA" in info and loss["data"][0][0] == 1
     assert all(np.isfinite(v) for _, v in loss["data"])
     assert _rgb(grid).std() > 0  # the latest sample grid
+    restarted = build([ctx["field"]], runs_dir=ctx["root"] / "runs", config_dirs=[Path(ctx["config"]).parent])
+    assert "micro" in restarted.runs.names()  # a restarted studio finds the run, and sees it still training
+    assert "started before this studio restarted" in restarted.runs.status("micro")["state"]
+    with pytest.raises(ValueError, match="still training"):
+        restarted.runs.start(ctx["config"], "other", {})
     assert "stop requested" in client.predict(api_name="/train_stop")
     info, loss, _ = _wait(ctx, lambda info, loss, grid: "stopped" in info)
     step = int(info.split("step ")[1].split()[0])
@@ -78,24 +84,23 @@ def test_train_start_watch_stop_export_resume(ctx):
     assert len(gen[1]) == 2 and "NFE 2" in gen[2]
     text = client.predict(exported, api_name="/model_card")[0]
     assert f"| steps | {step} |" in text and "micro" in text
+    restarted = build([ctx["field"]], runs_dir=ctx["root"] / "runs", config_dirs=[Path(ctx["config"]).parent])
+    assert exported in restarted.studio.models.checkpoints and restarted.runs.status("micro")["checkpoint"]
     run, info = client.predict("micro", step + 2, None, None, KEEP, api_name="/train_resume")
     info, loss, _ = _wait(ctx, lambda info, loss, grid: "finished" in info)
     assert f"step {step + 2} of {step + 2}" in info and len(loss["data"]) == step + 2
 
 
-def test_a_restarted_studio_finds_its_runs_and_exports_and_training_is_local_only(ctx):
-    from ui.app import build
+def test_the_train_tab_is_there_only_on_this_machine_or_when_allowed(tmp_path):
+    from tests.helpers import field_checkpoint
 
-    test_train_start_watch_stop_export_resume(ctx) if not (ctx["root"] / "runs" / "micro").is_dir() else None
-    common = dict(runs_dir=ctx["root"] / "runs", config_dirs=[Path(ctx["config"]).parent])
-    again = build([ctx["field"]], **common)
-    assert "micro" in again.runs.names()
-    assert str(ctx["root"] / "runs" / "exports" / "micro") in again.studio.models.checkpoints
-    assert again.runs.status("micro")["checkpoint"] is not None
-    apis = lambda demo: {fn.api_name for fn in demo.fns.values()}  # noqa: E731
-    assert "train_start" in apis(again)
-    assert "train_start" not in apis(build([ctx["field"]], host="0.0.0.0", **common))
-    assert "train_start" in apis(build([ctx["field"]], host="0.0.0.0", allow_training=True, **common))
+    ckpt = field_checkpoint(tmp_path)
+    apis = lambda **kw: {fn.api_name for fn in build([ckpt], runs_dir=tmp_path / "runs", **kw).fns.values()}  # noqa
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert "train_start" in apis(host=host)
+    for host in ("0.0.0.0", "192.168.1.5", "studio.example.org"):
+        assert "train_start" not in apis(host=host) and "generate" in apis(host=host)
+    assert "train_start" in apis(host="0.0.0.0", allow_training=True)
 
 
 def test_evaluate_two_models_plots_tabulates_and_records(ctx):
