@@ -140,6 +140,13 @@ def _inpaint_inputs(pipe, image: np.ndarray, mask: np.ndarray, n: int | None):
     return x_known, torch.from_numpy(mask)[None, None].to(pipe.device), len(x_known)
 
 
+def _require_pixels(pipe, verb: str) -> None:
+    """A ValueError unless the model samples pixels (inpainting and colorization hold pixels fixed)."""
+    if pipe.model.state_shape != pipe.image_shape:
+        raise ValueError(f"{verb} works on pixels, and {pipe.name} samples in a latent space of shape "
+                         f"{tuple(pipe.model.state_shape)}; use sdedit or interpolate with it")
+
+
 def _steps(steps: int | None, default: int) -> int:
     steps = default if steps is None else int(steps)
     if steps < 1:
@@ -211,9 +218,7 @@ def inpaint_field(pipe, image: np.ndarray, mask: np.ndarray, n: int | None = Non
                   step_lr: float | None = None, callback=None) -> np.ndarray:
     """NCSN's annealed Langevin inpainting over `steps` noise levels (default 100)."""
     samplers.get("annealed_langevin", pipe.model)
-    if pipe.model.state_shape != pipe.image_shape:
-        raise ValueError(f"inpainting works on pixels, and {pipe.name} samples in a latent space of shape "
-                         f"{tuple(pipe.model.state_shape)}; use sdedit or interpolate with it")
+    _require_pixels(pipe, "inpainting")
     steps = _steps(steps, 100)
     x_known, mask, n = _inpaint_inputs(pipe, image, mask, n)
     field = pipe.field(labels, n, guidance)
@@ -241,6 +246,7 @@ def inpaint_map(pipe, image: np.ndarray, mask: np.ndarray, n: int | None = None,
 def _colorize(pipe, inpaint: Callable, image: np.ndarray, n: int | None, seed: int, ts: torch.Tensor, labels,
               guidance: float, callback, **options) -> np.ndarray:
     """Inpaint the colour channels of the decorrelated basis given the luminance channel, with `inpaint`."""
+    _require_pixels(pipe, "colorization")
     x_known, _, n = _inpaint_inputs(pipe, image, np.ones(pipe.image_shape[1:], bool), n)
     known = torch.zeros(1, 3, 1, 1, dtype=torch.bool, device=pipe.device)
     known[:, 0] = True

@@ -79,3 +79,5 @@ def test_encode_diffuse_sample_decode_round_trip(latent_pipe):
     assert frames.images.shape == (3, 8, 8, 3)
     with pytest.raises(ValueError, match="latent space"):
         pipe.inpaint(images[0], np.ones((8, 8), bool))
+    with pytest.raises(ValueError, match="colorization works on pixels"):
+        pipe.colorize(images[0])
