@@ -221,8 +221,12 @@ class Runs:
             if r is None or r.process.poll() is None:
                 return
             code = r.process.returncode
-            self.exits[r.name] = {EXIT_OK: "finished", EXIT_STOPPED: "stopped: checkpoint saved (Resume continues)"
-                                  }.get(code, f"failed (exit status {code}; see {LOG} in the run folder)")
+            if code < 0 and r.stop_sent:  # SIGTERM before the trainer's handler was set: it was still starting
+                self.exits[r.name] = "stopped while starting, before any step (nothing to save)"
+            else:
+                self.exits[r.name] = {EXIT_OK: "finished", EXIT_STOPPED: "stopped: checkpoint saved (Resume "
+                                      "continues)"}.get(code, f"failed (exit status {code}; see {LOG} in the run "
+                                                              f"folder)")
             r.log.close()
             (r.folder / PID).unlink(missing_ok=True)
             self.running = None
