@@ -7,6 +7,7 @@ before any process starts. Stop sends SIGTERM: the trainer saves a checkpoint an
 shown (the loss curve, images/s, ETA, the latest sample grid) is read back from the run folder's files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 CONFIGS = PROJECT / "configs"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PRECISIONS = ("no", "bf16", "fp16")
+TRAINER_SECTIONS = {f.name for f in dataclasses.fields(Config)}  # model, objective, data, train
 OVERRIDES = {  # the keys the studio overrides: (config key, lo, hi)
     "steps": ("max_steps", 1, 10_000_000), "batch size": ("batch_size", 1, 4096), "learning rate": ("lr", 1e-12, 10.0),
 }
@@ -69,8 +71,14 @@ class Runs:
     # ---- what there is ----
 
     def configs(self) -> list[tuple[str, str]]:
-        """(shown name, path) of every TOML config in the config folders."""
-        return [(f"{d.name}/{p.name}", str(p)) for d in self.config_dirs for p in sorted(d.glob("*.toml"))]
+        """(shown name, path) of every training config in the config folders (not, e.g., a reflow pipeline's)."""
+        def trainer_config(path: Path) -> bool:
+            try:
+                return set(read_toml(path)) <= TRAINER_SECTIONS
+            except ValueError:
+                return False
+        return [(f"{d.name}/{p.name}", str(p)) for d in self.config_dirs for p in sorted(d.glob("*.toml"))
+                if trainer_config(p)]
 
     def names(self) -> list[str]:
         """The run folders in the runs folder (a config.json or a log written by the trainer), newest first."""

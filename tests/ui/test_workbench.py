@@ -16,6 +16,7 @@ from tests.helpers import SIZE, serve, workbench
 from tests.ui.test_ui import editor
 from ui.app import build
 from ui.tabs.compare_models import OWN_DEFAULT
+from ui.tabs.evaluate import OWN_DEFAULT as EVAL_OWN
 from ui.tabs.train import KEEP
 
 
@@ -25,6 +26,7 @@ def ctx(tmp_path_factory):
     (field, cmap), options = workbench(root)
     configs = options["config_dirs"][0]
     (configs / "zz_bad_lr.toml").write_text((configs / "micro.toml").read_text().replace("lr = 1e-3", "lr = -1.0"))
+    (configs / "pipeline.toml").write_text("[reflow]\npairs = 10\n")  # not a trainer config: not offered
     rng = np.random.default_rng(0)
     gray = np.repeat(rng.integers(0, 256, (SIZE, SIZE, 1), dtype=np.uint8), 3, -1)
     Image.fromarray(gray).save(root / "gray.png")
@@ -56,6 +58,8 @@ def _rgb(path: str) -> np.ndarray:
 
 def test_train_start_watch_stop_export_resume(ctx):
     client = ctx["client"]
+    listed = next(c for c in client.config["components"] if c["props"].get("elem_id") == "train-config")
+    assert [c[0] for c in listed["props"]["choices"]] == ["configs/micro.toml", "configs/zz_bad_lr.toml"]
     run, info = client.predict(ctx["config"], None, None, None, KEEP, "micro", api_name="/train_start")
     assert run["value"] == "micro" and "started" in info
     with pytest.raises(Exception, match="one run at a time"):  # a second concurrent run
@@ -132,7 +136,8 @@ def test_evaluate_can_be_cancelled_and_keeps_the_cells_done(ctx):
         time.sleep(0.1)
     cells = json.loads((ctx["root"] / "runs" / "sweeps" / "map_ckpt" / "sweep.json").read_text())["cells"]
     assert 2 <= len([c for c in cells if c["steps"] >= 3]) < 8  # stopped early; what was done is kept
-    assert len(client.predict([ctx["map"]], ["consistency"], "1", 6, api_name="/evaluate")[1]["data"]) == 1
+    rows = client.predict([ctx["map"]], [EVAL_OWN], "1", 6, api_name="/evaluate")[1]["data"]
+    assert [r[1] for r in rows] == ["consistency"]  # "each model's default"
 
 
 def test_colorize_keeps_the_luminance_for_field_and_map_models(ctx):

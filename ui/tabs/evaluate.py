@@ -21,6 +21,7 @@ from ..common import Shared, user_errors
 from ..components import CheckedNumber
 
 MAX_MODELS, MAX_CELLS = 6, 48
+OWN_DEFAULT = "each model's default"
 EVALUATOR = {"metrics": ("fid",), "progress": False}  # the studio's evaluator options (build(evaluator=...) adds)
 HEADERS = ["model", "sampler", "steps", "NFE", "FID", "n", "seconds"]
 
@@ -52,7 +53,8 @@ class Evaluate:
         plan = []
         for value in dict.fromkeys(models):
             pipe = self.shared.pipe(value)
-            usable = [s for s in chosen if s in pipe.samplers()]
+            own = [pipe.defaults()["sampler"]] if OWN_DEFAULT in chosen else []
+            usable = list(dict.fromkeys(own + [s for s in chosen if s in pipe.samplers()]))
             if not usable:
                 raise gr.Error(f"none of the samplers {chosen} can drive {self.shared.models.label(value)}; "
                                f"its samplers: {', '.join(pipe.samplers())}")
@@ -121,7 +123,7 @@ def build(shared: Shared, out_dir: Path, evaluator: dict[str, Any]) -> Evaluate:
             models = shared.model_list(gr.Dropdown(choices, value=[choices[0][1]], multiselect=True,
                                                    allow_custom_value=True, label="models", scale=2,
                                                    elem_id="evaluate-models"))
-            chosen = gr.Dropdown(list(samplers.SAMPLERS), value=["euler", "heun"], multiselect=True,
+            chosen = gr.Dropdown([OWN_DEFAULT, *samplers.SAMPLERS], value=[OWN_DEFAULT, "euler"], multiselect=True,
                                  allow_custom_value=True, label="samplers (each model runs those it can)", scale=2)
         with gr.Row():
             steps = gr.Textbox("2, 4", label="step counts (comma-separated)", elem_id="evaluate-steps")
