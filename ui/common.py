@@ -89,11 +89,11 @@ def compare_defaults(pipe: Pipeline, count: int = 3) -> list[str]:
     return ([default] if default in usable else []) + plain[:count - 1]
 
 
-def grid_choice(grid: Any) -> str | None:
-    """The time grid chosen (None: the sampler's default)."""
+def grid_choice(grid: Any, pipe: Pipeline | None = None) -> str | None:
+    """The time grid chosen (None: the sampler's default): a hand-made one, or one learned for `pipe`."""
     if grid in (None, "", AUTO_GRID):
         return None
-    return V.choice(grid, "time grid", list(samplers.GRIDS))
+    return V.choice(grid, "time grid", pipe.grids() if pipe is not None else list(samplers.GRIDS))
 
 
 def grid_dropdown() -> gr.Dropdown:

@@ -44,7 +44,8 @@ class Generate:
     def on_model(self, pipe: Pipeline) -> dict:
         usable, d = pipe.samplers(), pipe.defaults()
         return {self.sampler: gr.update(choices=usable, value=d["sampler"]), self.steps: gr.update(value=d["steps"]),
-                self.grid: AUTO_GRID, **label_updates(pipe, self.label, self.guidance)}
+                self.grid: gr.update(choices=[AUTO_GRID, *pipe.grids()], value=AUTO_GRID),
+                **label_updates(pipe, self.label, self.guidance)}
 
     @user_errors
     def generate(self, model, sampler, steps, grid, seed, randomize, n, label, guidance) -> Iterator[dict]:
@@ -53,7 +54,9 @@ class Generate:
         steps = V.number(steps, "steps", integer=True)
         n = V.number(n, "n", integer=True)
         seed = random.randrange(2**31) if randomize else V.number(seed, "seed", integer=True)
-        grid = grid_choice(grid)
+        grid = grid_choice(grid, pipe)  # a learned grid brings its own steps
+        if grid in pipe.learned_grids():
+            steps = pipe.learned_grids()[grid]["steps"]
         labels, guidance = label_guidance(pipe, label, guidance, n)
         updates: queue.Queue = queue.Queue()
 
