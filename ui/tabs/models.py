@@ -6,9 +6,12 @@ import json
 import gradio as gr
 
 from genstudio.api import Pipeline
+from genstudio.images import image_grid
 
-from ..common import Shared, user_errors
-from ..models import card
+from ..common import HEAVY, Shared, user_errors
+from ..models import card, read_metrics
+
+SIDE_BY_SIDE = 10  # images per model in "base vs improved": seeds 0..9, labels i % classes
 
 
 class Models:
@@ -32,6 +35,25 @@ class Models:
         raw = json.dumps(metrics, indent=2, default=str) if metrics else "(no metrics.json)"
         return {self.card: text, self.samples: samples_png, self.plot: plot, self.metrics: raw}
 
+    @user_errors
+    def base_vs_improved(self, model) -> dict:
+        """A model made by genstudio neon next to its base: the same seeds and labels, each at its default sampler."""
+        folder = self.shared.models.resolve(model)
+        neon = read_metrics(folder).get("neon")
+        if not isinstance(neon, dict) or not isinstance(neon.get("base"), str):
+            raise gr.Error(f"{folder.name} was not made by genstudio neon: its card names no base model")
+        pipes = {"base": self.shared.pipe(neon["base"]), f"Neon, w = {neon.get('w')}": self.shared.pipe(model)}
+        shown, rows = [], []
+        for title, pipe in pipes.items():
+            labels = [i % pipe.num_classes for i in range(SIDE_BY_SIDE)] if pipe.num_classes else None
+            res = pipe.generate(SIDE_BY_SIDE, seed=0, labels=labels, guidance=2.0 if labels else 1.0)
+            shown.append((image_grid(res.images, nrow=SIDE_BY_SIDE), f"{title}: {pipe.name}"))
+            rows.append(f"| {title} | {pipe.name} | {res.sampler}, {res.steps} steps | {res.nfe} | "
+                        f"{res.seconds:.1f} s |")
+        text = "\n".join(["| | model | sampler | NFE | time |", "| --- | --- | --- | --- | --- |", *rows,
+                          "", "Seeds 0..9, labels i % classes, guidance 2 for a class-conditional model."])
+        return {self.neon_images: shown, self.neon_info: text}
+
 
 def build(shared: Shared, demo: gr.Blocks) -> Models:
     """Lay out the Models tab (inside the app's gr.Tabs) and register its events, the card shown on load."""
@@ -48,6 +70,11 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
                 tab.samples = gr.Image(label="sample grid (samples.png)", format="png", interactive=False,
                                        elem_classes="pixelated", elem_id="models-samples")
                 tab.plot = gr.Image(label="FID vs NFE", format="png", interactive=False, elem_id="models-plot")
+        with gr.Accordion("Base vs improved (a model made by genstudio neon)", open=False):
+            tab.neon_button = gr.Button("Show it next to its base, on the same seeds", elem_id="models-neon")
+            tab.neon_images = gr.Gallery(label="base | improved", columns=1, height="auto", format="png",
+                                         elem_classes="pixelated", elem_id="models-neon-images")
+            tab.neon_info = gr.Markdown()
         with gr.Accordion("metrics.json (raw)", open=False):
             tab.metrics = gr.Code(label="metrics.json", language="json", interactive=False)
 
@@ -55,4 +82,6 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
     tab.model.change(tab.model_card, tab.model, outputs, api_name="model_card")
     demo.load(tab.model_card, tab.model, outputs, api_name=False)
     page.select(tab.model_card, tab.model, outputs, api_name=False)  # shown afresh: e.g. after an evaluation
+    tab.neon_button.click(tab.base_vs_improved, tab.model, [tab.neon_images, tab.neon_info],
+                          api_name="base_vs_improved", **HEAVY)
     return tab
