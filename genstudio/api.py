@@ -233,6 +233,10 @@ class Pipeline:
         """Frames along a slerp between two seeds' noises or two images' inverted latents (genstudio.edit)."""
         return self.editor("interpolate").fn(self, frames, seeds, **kwargs)
 
+    def reconstruct(self, images: np.ndarray, **kwargs) -> SampleResult:
+        """A flow's or a VAE's images through its latent and back (genstudio.edit.reconstruct)."""
+        return self.editor("reconstruct").fn(self, images, **kwargs)
+
     def strength_time(self, strength: float) -> float:
         """The time an edit of `strength` noises to (genstudio.edit.strength_time)."""
         return edit.strength_time(self.model.path, strength)

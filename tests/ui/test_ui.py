@@ -74,7 +74,7 @@ def editor(image: str | None, layers=()) -> dict:
 
 def gen_args(ctx, **kw):
     a = dict(model=ctx["field"], sampler="heun", steps=3, grid=AUTO, seed=0, randomize=False, n=4, label=-1,
-             guidance=2.0)
+             guidance=2.0, temperature=1.0)
     a.update(kw)
     return list(a.values())
 

@@ -1,4 +1,4 @@
-"""The Edit tab: inpaint, colorize, SDEdit, purify and interpolate an uploaded (or sent) image."""
+"""The Edit tab: inpaint, colorize, SDEdit, purify, interpolate and reconstruct an uploaded (or sent) image."""
 from __future__ import annotations
 
 import time
@@ -162,6 +162,19 @@ class Edit:
         gallery = [(strip, "strip")] + [(img, f"frame {i}") for i, img in enumerate(res.images)]
         return self._results(gallery, info, strip, "interpolate")
 
+    @user_errors
+    def reconstruct(self, model, editor) -> dict:
+        """A flow's or a VAE's encode and decode of the image."""
+        pipe = self.shared.pipe(model)
+        image, note = _edit_image(pipe, editor)
+        res = pipe.reconstruct(image)
+        out = res.images[0]
+        side = np.concatenate([image, np.full((image.shape[0], 2, 3), 255, np.uint8), out], axis=1)
+        err = float(np.abs(image.astype(np.float64) - out).mean())
+        info = f"{note}. Encoded to the latent and decoded: mean |error| {err:.2f} / 255, {res.seconds:.2f} s."
+        return self._results([(image, "input"), (out, "reconstruction"), (side, "input | reconstruction")], info,
+                             side, "reconstruct")
+
 
 def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
     """Lay out the Edit tab (inside the app's gr.Tabs) and register its events."""
@@ -214,6 +227,9 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                                          format="png", image_mode=None, sources=["upload", "clipboard"], height=160)
                     frames = CheckedSlider(2, 32, value=8, step=1, label="frames")
                     interpolate = gr.Button("Interpolate", variant="primary")
+                with gr.Tab("Reconstruct"):
+                    gr.Markdown("A flow or a VAE: the image to its latent and back (exact for a flow).")
+                    reconstruct = gr.Button("Reconstruct", variant="primary")
                 tab.info = gr.Markdown(elem_id="edit-info")
                 tab.gallery = gr.Gallery(label="results", format="png", columns=6, height="auto",
                                          elem_id="edit-gallery", elem_classes="pixelated")
@@ -232,4 +248,5 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                  api_name="purify", **HEAVY)
     interpolate.click(tab.interpolate, [model, tab.image, other, mode, *sampling, seed_a, seed_b, frames, *label],
                       outputs, api_name="interpolate", **HEAVY)
+    reconstruct.click(tab.reconstruct, [model, tab.image], outputs, api_name="reconstruct", **HEAVY)
     return tab

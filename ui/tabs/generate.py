@@ -10,6 +10,7 @@ from typing import Iterator
 import gradio as gr
 import numpy as np
 
+import samplers
 from genstudio.api import Pipeline, SampleResult
 from genstudio.images import image_grid, to_uint8
 
@@ -48,9 +49,13 @@ class Generate:
                 **label_updates(pipe, self.label, self.guidance)}
 
     @user_errors
-    def generate(self, model, sampler, steps, grid, seed, randomize, n, label, guidance) -> Iterator[dict]:
-        """Stream the x0 predictions while sampling, then the images, NFE and time, and a PNG grid."""
+    def generate(self, model, sampler, steps, grid, seed, randomize, n, label, guidance,
+                 temperature=1.0) -> Iterator[dict]:
+        """Stream the x0 predictions while sampling, then the images, NFE and time, and a PNG grid. `temperature`
+        goes to a sampler that takes one (a flow's or a VAE's one-pass decode)."""
         pipe, sampler = self.shared.pipe_sampler(model, sampler)
+        options = ({"temperature": V.number(temperature, "temperature", limits=(0, 2))}
+                   if "temperature" in samplers.get(sampler).options else None)
         steps = V.number(steps, "steps", integer=True)
         n = V.number(n, "n", integer=True)
         seed = random.randrange(2**31) if randomize else V.number(seed, "seed", integer=True)
@@ -66,7 +71,8 @@ class Generate:
         def work():
             try:
                 updates.put(("done", pipe.generate(n, sampler=sampler, steps=steps, seed=seed, labels=labels,
-                                                   guidance=guidance, grid=grid, callback=callback)))
+                                                   guidance=guidance, grid=grid, callback=callback,
+                                                   sampler_options=options)))
             except Exception as e:  # reported to the user below
                 updates.put(("error", e))
 
@@ -130,6 +136,8 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
                 tab.n = CheckedSlider(1, 64, value=16, step=1, label="number of images")
                 tab.label = label_dropdown()
                 tab.guidance = CheckedSlider(0, 10, value=2.0, step=0.1, label="guidance scale (1: none)")
+                tab.temperature = CheckedSlider(0, 2, value=1.0, step=0.05,
+                                                label="temperature (samplers that take one: a flow's or VAE's decode)")
                 tab.button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             with gr.Column(scale=2):
                 tab.preview = gr.Image(label="denoising: the model's x0 prediction, live", format="png",
@@ -144,7 +152,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
         tab.images = gr.State(None)
 
     tab.button.click(tab.generate, [model, tab.sampler, tab.steps, tab.grid, tab.seed, tab.randomize, tab.n,
-                                    tab.label, tab.guidance],
+                                    tab.label, tab.guidance, tab.temperature],
                      [tab.preview, tab.gallery, tab.info, tab.file, tab.images, tab.seed], api_name="generate", **HEAVY)
     tab.gallery.select(_selected, None, tab.index, api_name=False)
     return tab

@@ -9,6 +9,7 @@ from genstudio.api import Pipeline
 from genstudio.images import image_grid
 
 from ..common import HEAVY, Shared, user_errors
+from ..likelihood import likelihood_table
 from ..models import card, read_metrics
 
 SIDE_BY_SIDE = 10  # images per model in "base vs improved": seeds 0..9, labels i % classes
@@ -77,6 +78,7 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
             tab.neon_info = gr.Markdown()
         with gr.Accordion("metrics.json (raw)", open=False):
             tab.metrics = gr.Code(label="metrics.json", language="json", interactive=False)
+        tab.likelihood = gr.Markdown(likelihood_table(checkpoints), elem_id="likelihood-table")
 
     outputs = [tab.card, tab.samples, tab.plot, tab.metrics]
     tab.model.change(tab.model_card, tab.model, outputs, api_name="model_card")
