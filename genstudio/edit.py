@@ -147,6 +147,17 @@ def _require_pixels(pipe, verb: str) -> None:
                          f"{tuple(pipe.model.state_shape)}; use sdedit or interpolate with it")
 
 
+def _frames_and_seeds(frames: int, seeds: Sequence[int]) -> tuple[int, list[int]]:
+    """An interpolation's frame count (2..64) and its two seeds, checked."""
+    frames = int(frames)
+    if not 2 <= frames <= 64:
+        raise ValueError(f"frames must be in 2..64, got {frames}")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != 2:
+        raise ValueError(f"need two seeds, got {len(seeds)}")
+    return frames, seeds
+
+
 def _steps(steps: int | None, default: int) -> int:
     steps = default if steps is None else int(steps)
     if steps < 1:
@@ -338,12 +349,7 @@ def interpolate(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), images: np
     from seed a for every frame. NFE counts inversion and sampling."""
     from .api import SampleResult
 
-    frames = int(frames)
-    if not 2 <= frames <= 64:
-        raise ValueError(f"frames must be in 2..64, got {frames}")
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != 2:
-        raise ValueError(f"need two seeds, got {len(seeds)}")
+    frames, seeds = _frames_and_seeds(frames, seeds)
     spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
     t0 = time.perf_counter()
     ts = pipe.grid_times(grid, steps)
@@ -387,12 +393,7 @@ def interpolate_latent(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), ima
     inverse, a VAE's posterior mean; those latents are decoded at temperature 1)."""
     from .api import SampleResult
 
-    frames = int(frames)
-    if not 2 <= frames <= 64:
-        raise ValueError(f"frames must be in 2..64, got {frames}")
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != 2:
-        raise ValueError(f"need two seeds, got {len(seeds)}")
+    frames, seeds = _frames_and_seeds(frames, seeds)
     spec, sampler, steps, grid, options = pipe.sampling_setup(sampler, steps, grid, sampler_options)
     t0 = time.perf_counter()
     if images is None:
@@ -404,7 +405,7 @@ def interpolate_latent(pipe, frames: int = 8, seeds: Sequence[int] = (0, 1), ima
         ends, options = pipe.model.latent(x0), {**options, "temperature": 1.0}
     x = torch.stack([slerp(ends[0], ends[1], float(v)) for v in torch.linspace(0, 1, frames, dtype=torch.float64)])
     field = pipe.field(None, frames, guidance)
-    ts = make_grid(grid, pipe.model.path, steps)
+    ts = pipe.grid_times(grid, steps)
     x = run_sampler(spec, field, None, ts, start=x, callback=callback, **options)
     return SampleResult(to_uint8(x), field.nfe, time.perf_counter() - t0, sampler, steps, grid)
 

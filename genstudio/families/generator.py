@@ -2,7 +2,7 @@
 to an image, and how a config's model.unet gives their networks' settings."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
 
@@ -10,6 +10,7 @@ from genstudio.config import Config
 from genstudio.core.paths import LinearPath
 from genstudio.core.precond import NoPrecond
 from genstudio.model import Model
+from genstudio.nets import CheckpointError
 
 
 class LatentGeneratorModel(Model):
@@ -37,3 +38,18 @@ class LatentGeneratorModel(Model):
 def network_settings(config: Config, defaults: dict[str, int]) -> dict[str, int]:
     """A family network's settings: model.unet over the family's defaults, the image size from the data."""
     return {**defaults, "channels": 3, "image_size": config.data.image_size, **config.model.unet}
+
+
+def one_network(model_cls: type[LatentGeneratorModel], network_cls: type, component: str,
+                defaults: dict[str, int]) -> tuple[Callable, Callable]:
+    """(builder, loader) of a family whose model is `model_cls` around one `network_cls` component."""
+    def build(family: Any, config: Config) -> LatentGeneratorModel:
+        return model_cls(network_cls(**network_settings(config, defaults)), family.name, config.model.kind)
+
+    def load(family: Any, meta: dict[str, Any], components: dict[str, nn.Module]) -> LatentGeneratorModel:
+        net = components.get(component)
+        if not isinstance(net, network_cls):
+            raise CheckpointError(f"a {family.name} checkpoint's component {component!r} must be a "
+                                  f"{network_cls.name}")
+        return model_cls(net, family.name, meta.get("kind", family.kinds[0]))
+    return build, load

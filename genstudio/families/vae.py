@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from genstudio.config import Config
-from genstudio.nets import CheckpointError, SettingsNetwork, register_network
+from genstudio.nets import SettingsNetwork, register_network
 from genstudio.objective import Batch, Objective
 from samplers.likelihood import bits_per_dim, dequantize
 
-from .generator import LatentGeneratorModel, network_settings
+from .generator import LatentGeneratorModel, one_network
 from .registry import Family, register_family
 
 DEFAULT_SETTINGS = {"latent_channels": 4, "hidden": 64, "downsamples": 2}
@@ -147,18 +146,10 @@ class ComputedBalanceLoss(Objective):
         return loss
 
 
-def build_vae(family: Family, config: Config) -> VAEModel:
-    return VAEModel(VAENetwork(**network_settings(config, DEFAULT_SETTINGS)), family.name, config.model.kind)
-
-
-def load_vae(family: Family, meta: dict[str, Any], components: dict[str, nn.Module]) -> VAEModel:
-    vae = components.get("vae")
-    if not isinstance(vae, VAENetwork):
-        raise CheckpointError(f"a VAE checkpoint's component 'vae' must be a {VAENetwork.name}")
-    return VAEModel(vae, family.name, meta.get("kind", "vae"))
+BUILD, LOAD = one_network(VAEModel, VAENetwork, "vae", DEFAULT_SETTINGS)
 
 
 FAMILY = register_family(Family(
-    name="vae", objectives=(ComputedBalanceLoss,), kinds=("vae",), components=("vae",), builder=build_vae,
-    loader=load_vae, summary="VAE with the computed balance (Asperti & Trentin 2020): the decoder variance is the "
-                             "running reconstruction MSE; ELBO bound"))
+    name="vae", objectives=(ComputedBalanceLoss,), kinds=("vae",), components=("vae",), builder=BUILD,
+    loader=LOAD, summary="VAE with the computed balance (Asperti & Trentin 2020): the decoder variance is the "
+                         "running reconstruction MSE; ELBO bound"))

@@ -8,16 +8,14 @@ levels, steps per level, hidden width, kernel size; channels and image_size come
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from genstudio.config import Config
-from genstudio.nets import CheckpointError
 from genstudio.objective import Batch, Objective
 from samplers.likelihood import bits_per_dim, dequantize
 
-from ..generator import LatentGeneratorModel, network_settings
+from ..generator import LatentGeneratorModel, one_network
 from ..registry import Family, register_family
 from .flow import FIncFlowNetwork
 
@@ -49,18 +47,10 @@ class FIncNLL(Objective):
         return model.nll_bits(batch.x0)
 
 
-def build_finc(family: Family, config: Config) -> FIncModel:
-    return FIncModel(FIncFlowNetwork(**network_settings(config, DEFAULT_SETTINGS)), family.name, config.model.kind)
-
-
-def load_finc(family: Family, meta: dict[str, Any], components: dict[str, nn.Module]) -> FIncModel:
-    flow = components.get("flow")
-    if not isinstance(flow, FIncFlowNetwork):
-        raise CheckpointError(f"a FInC checkpoint's component 'flow' must be a {FIncFlowNetwork.name}")
-    return FIncModel(flow, family.name, meta.get("kind", "nf"))
+BUILD, LOAD = one_network(FIncModel, FIncFlowNetwork, "flow", DEFAULT_SETTINGS)
 
 
 FAMILY = register_family(Family(
-    name="finc", objectives=(FIncNLL,), kinds=("nf",), components=("flow",), builder=build_finc, loader=load_finc,
+    name="finc", objectives=(FIncNLL,), kinds=("nf",), components=("flow",), builder=BUILD, loader=LOAD,
     summary="FInC Flow (Kallappa et al. 2023): multi-scale normalizing flow with fast invertible k x k "
             "convolutions; exact likelihood"))
