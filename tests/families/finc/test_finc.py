@@ -103,3 +103,21 @@ def test_finc_trains_exports_loads_samples_with_temperature_and_edits(tmp_path):
     assert np.array_equal(frames.images[0], hot.images[0]) and np.array_equal(frames.images[-1], hot.images[1])
     again = pipe.editor("reconstruct").fn(pipe, hot.images)
     assert np.abs(again.images.astype(int) - hot.images.astype(int)).max() <= 1  # the flow inverts exactly
+
+
+def test_a_bad_flow_folder_is_a_checkpoint_error_naming_the_setting(tmp_path):
+    from genstudio.checkpoint import export_model
+    from genstudio.nets import CheckpointError
+    from genstudio.train import build_model
+
+    config = config_from_dict({"model": {"kind": "nf", "unet": {"levels": 2, "steps": 1, "hidden": 4}},
+                               "objective": {"name": "finc_nll"}, "data": {"image_size": 8}})
+    folder = export_model(build_model(config), tmp_path / "flow", defaults={"sampler": "decode", "steps": 1})
+    settings = folder / "flow" / "config.json"
+    good = settings.read_text()
+    settings.write_text(good.replace('"levels": 2', '"levels": 99'))
+    with pytest.raises(CheckpointError, match="levels"):
+        genstudio.load(folder, device="cpu")
+    settings.write_text(good.replace('"hidden": 4', '"hidden": 5'))  # weights no longer fit the settings
+    with pytest.raises(CheckpointError, match="shape"):
+        genstudio.load(folder, device="cpu")
