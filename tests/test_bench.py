@@ -35,3 +35,21 @@ def test_finc_inverse_benchmark(tmp_path):
                           "--threads", "1", tmp_path=tmp_path)
     assert "ratio raster / anti-diagonal" in stdout and report["ratio"] > 0
     assert all(r["max_abs_error"] < 1e-4 for r in report["results"].values())
+
+
+def test_improve_benchmark_on_a_micro_model(tmp_path):
+    from genstudio.config import config_from_dict
+    from genstudio.train import run
+    from tests.helpers import make_toy_folder, random_classifier, toy_config
+
+    data = make_toy_folder(tmp_path / "toy")
+    run(config_from_dict(toy_config(tmp_path, data, max_steps=4, batch_size=4, log_every=4, sample_every=0)))
+    report, stdout = _run("improve.py", "--checkpoint", str(tmp_path / "run" / "model"), "--work", str(tmp_path / "w"),
+                          "--n-report", "8", "--sampler", "dpmpp_2m", "--grid-nfes", "2", "--grid-n", "2", "--grid-evals", "3",
+                          "--teacher-steps", "4", "--n-self", "8", "--n-select", "8", "--finetune-images", "8",
+                          "--weights", "0,1", "--metrics", "fid", "--reference", str(data), "--classifier",
+                          str(random_classifier(tmp_path / "clf.safetensors")), "--batch-size", "8",
+                          "--cache-dir", str(tmp_path / "cache"), tmp_path=tmp_path)
+    assert report["base"]["seeds"] == [0, 7] and report["seed_noise"]["second_seeds"] == [8, 15]
+    assert {r["grid"] for r in report["grids"]} == {"uniform", "quadratic", "karras", "logsnr", "learned_dpmpp_2m_nfe2"}
+    assert report["neon"]["record"]["selection"]["seeds"] == [50_000, 50_007] and "Neon (w = " in stdout
