@@ -40,6 +40,7 @@ MAX_CLASSES = 100_000
 MAX_STEPS = 10_000            # defaults.steps
 MAX_TIME = 1e5                # path times (vp_discrete's t runs to num_steps)
 MAX_NUM_STEPS = 100_000       # vp_discrete / diffusers' num_train_timesteps
+MAX_SEGMENTS = 10_000         # training.lineage: one segment per run that trained the model
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 COMPONENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -345,13 +346,34 @@ def check_training(problems: Problems, meta: dict[str, Any]) -> None:
     training = problems.mapping(meta, "training", default={})
     if not training:
         return
+    _check_segment(problems, training, "training")
+    problems.integer(training, "segments", 1, MAX_SEGMENTS, default=None, field="training.segments")
+    lineage = training.get("lineage")
+    if lineage is None:
+        return
+    if not isinstance(lineage, list) or not 1 <= len(lineage) <= MAX_SEGMENTS:
+        problems.add("training.lineage", f"must be a list of 1..{MAX_SEGMENTS} training segments, got "
+                                         f"{short(lineage)}")
+        return
+    for i, segment in enumerate(lineage):
+        if not isinstance(segment, dict):
+            problems.add(f"training.lineage[{i}]", f"= {short(segment)} must be an object (one training segment)")
+        else:
+            _check_segment(problems, segment, f"training.lineage[{i}]")
+        if len(problems.lines) >= 8:
+            break
+
+
+def _check_segment(problems: Problems, training: dict[str, Any], where: str) -> None:
+    """The typed fields of a training record or of one of its lineage's segments."""
     for key in ("steps", "images_seen", "skipped_steps"):
-        problems.integer(training, key, 0, 10**15, default=None, field=f"training.{key}")
-    problems.integer(training, "processes", 1, 10**6, default=None, field="training.processes")
-    problems.real(training, "wall_time_s", 0, 1e10, default=None, field="training.wall_time_s")
-    for key in ("hardware", "torch", "note"):
-        problems.string(training, key, default=None, field=f"training.{key}", max_len=4096)
-    problems.mapping(training, "config", default=None, field="training.config")
+        problems.integer(training, key, 0, 10**15, default=None, field=f"{where}.{key}")
+    problems.integer(training, "processes", 1, 10**6, default=None, field=f"{where}.processes")
+    problems.integer(training, "batch_size", 1, 10**9, default=None, field=f"{where}.batch_size")
+    problems.real(training, "wall_time_s", 0, 1e10, default=None, field=f"{where}.wall_time_s")
+    for key in ("hardware", "torch", "note", "precision", "commit", "started_from"):
+        problems.string(training, key, default=None, field=f"{where}.{key}", max_len=4096)
+    problems.mapping(training, "config", default=None, field=f"{where}.config")
 
 
 def check_defaults(problems: Problems, meta: dict[str, Any], kind: str) -> None:

@@ -76,6 +76,7 @@ class TrainConfig:
     sample_count: int = 64
     max_nonfinite: int = 5         # this many non-finite steps in a row stop the run
     init_from: str = ""            # an exported genstudio model (or a run folder) whose weights start a fresh run (ECT)
+    continue_from: str = ""        # an exported model (or run folder) this run continues: weights, optimizer, lineage
     progress: bool = True
 
 
@@ -159,6 +160,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"train.weight_decay = {config.train.weight_decay} with train.lr = {config.train.lr}: "
                           f"their product must be < 1 (AdamW multiplies the weights by 1 - lr * weight_decay "
                           f"at every step)")
+    if config.train.init_from and config.train.continue_from:
+        raise ConfigError(f"train.init_from ({config.train.init_from!r}) starts a new lineage and train.continue_from "
+                          f"({config.train.continue_from!r}) extends one: set only one of them")
     return config
 
 

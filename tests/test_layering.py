@@ -16,15 +16,16 @@ PACKAGES = ("genstudio", "samplers", "ui")
 LAYERS: list[tuple[str, ...]] = [
     ("genstudio.core",),
     ("samplers",),
-    ("genstudio.atomic", "genstudio.data", "genstudio.images", "genstudio.pairs", "genstudio.presets"),
+    ("genstudio.atomic", "genstudio.data", "genstudio.images", "genstudio.pairs", "genstudio.presets",
+     "genstudio.processes"),
     ("genstudio.nets", "genstudio.checks", "genstudio.config", "genstudio.model", "genstudio.objective",
-     "genstudio.ema"),
+     "genstudio.ema", "genstudio.lineage"),
     ("genstudio.families",),
     ("genstudio.checkpoint", "genstudio.interop"),
     ("genstudio.api", "genstudio.edit", "genstudio.train", "genstudio.evaluation", "genstudio.reflow",
      "genstudio.publish", "genstudio.train_classifier", "genstudio.likelihoods", "genstudio.learned_grids",
      "genstudio.neon"),
-    ("genstudio.cli", "ui", "genstudio"),
+    ("genstudio.cli", "genstudio.eval", "ui", "genstudio"),
 ]
 
 

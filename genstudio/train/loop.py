@@ -16,9 +16,10 @@ from genstudio.checkpoint import export_model, load_model
 from genstudio.config import Config, ConfigError
 from genstudio.ema import EMA
 from genstudio.images import image_grid, save_png
+from genstudio.lineage import record
 from genstudio.model import Model
 
-from . import state
+from . import continued, state
 from .setup import build_checked, init_weights, summary, training_data
 from .state import NonFiniteLossError, Progress
 from .step import Distributed, TrainingData, train_step
@@ -96,6 +97,9 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                           f"or choose another train.output_dir")
     if tc.init_from and not (resume and has_checkpoint):
         init_weights(model, tc.init_from)  # a fresh run only: a resumed one loads its own state
+    prior = continued.start(config, model, out, resume and has_checkpoint) if tc.continue_from else continued.Prior()
+    if prior.optimizer:
+        tc.warmup_steps = 0  # AdamW's moments come with the model: no warmup (without them, train.warmup_steps)
     accelerator = _accelerator(config, out)
     world, main = accelerator.num_processes, accelerator.is_main_process
 
@@ -111,6 +115,12 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     extra = dict(zip(extra, prepared))
     ema.to(accelerator.device)
     unwrapped = accelerator.unwrap_model(model)
+    if prior.optimizer and not (resume and has_checkpoint):
+        step = continued.load_optimizer(optimizer, unwrapped, prior.optimizer)
+        accelerator.print(f"continuing {prior.source}: AdamW state of step {step} loaded from {prior.optimizer}")
+    elif tc.continue_from and not (resume and has_checkpoint):
+        accelerator.print(f"continuing {prior.source} from its EMA weights; AdamW's moments are rebuilt "
+                          f"(LR warmup over {tc.warmup_steps} steps)")
     forward = Distributed(model, unwrapped)
 
     if main:
@@ -130,10 +140,13 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                 "grid": samplers.default_grid(samplers.get(tc.sample_sampler), unwrapped.path)}
     prior_wall, t0 = progress.wall_time_s, time.time()
 
-    def export() -> None:  # model/: the EMA at progress.step (main process)
+    def export() -> None:  # model/: the EMA at progress.step, its lineage extended; optimizer/ (main process)
         images = progress.step * batch_images
-        export_model(ema.model, out / state.MODEL_DIR, defaults=defaults, training=summary(
-            config, progress.step, images, progress.wall_time_s, world, progress.skipped_steps))
+        segment = summary(config, progress.step, images, progress.wall_time_s, world, progress.skipped_steps)
+        if prior.source:
+            segment["started_from"] = prior.source + (" (with its optimizer state)" if prior.optimizer else "")
+        export_model(ema.model, out / state.MODEL_DIR, defaults=defaults, training=record(prior.lineage + [segment]))
+        continued.save_optimizer(optimizer, unwrapped, out / continued.OPTIMIZER_DIR)
 
     def save(step: int) -> None:
         progress.step, progress.wall_time_s = step, round(prior_wall + time.time() - t0, 1)
@@ -176,7 +189,7 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
                         f"or try train.mixed_precision = \"no\"; then rerun with --resume.")
             if not r.bad:
                 progress.nonfinite_streak = 0
-                ema.update(unwrapped, (step + 1) * batch_images, batch_images)
+                ema.update(unwrapped, prior.images_seen + (step + 1) * batch_images, batch_images)
             done = step + 1
 
             # ---- logging ----

@@ -45,20 +45,21 @@ def build_checked(config: Config) -> tuple[Model, Objective]:
     return model, objective
 
 
-def init_weights(model: Model, source: str | Path) -> None:
+def init_weights(model: Model, source: str | Path, key: str = "train.init_from") -> None:
     """Copy the network weights of an exported genstudio model (a folder with genstudio.json, or a run
-    folder holding model/) into `model`; the architectures must match exactly."""
+    folder holding model/) into `model`; the architectures must match exactly (`key`: the config key named in
+    errors)."""
     folder = Path(source)
     if not (folder / "genstudio.json").is_file() and (folder / "model" / "genstudio.json").is_file():
         folder = folder / "model"
     if not (folder / "genstudio.json").is_file():
-        raise ConfigError(f"train.init_from = {str(source)!r} is not an exported genstudio model "
+        raise ConfigError(f"{key} = {str(source)!r} is not an exported genstudio model "
                           f"(no genstudio.json there or in its model/ folder)")
     source_model, _ = load_model(folder)
     theirs, ours = source_model.network.state_dict(), model.network.state_dict()
     wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     if wrong or set(theirs) - set(ours):
-        raise ConfigError(f"train.init_from = {str(source)!r}: its network does not match this config's "
+        raise ConfigError(f"{key} = {str(source)!r}: its network does not match this config's "
                           f"({len(wrong)} missing or mis-shaped tensors, e.g. {wrong[:3]}); use the same "
                           f"[model] network, unet, num_classes and family")
     model.network.load_state_dict(theirs)
@@ -124,6 +125,12 @@ def hardware() -> str:
 
 def summary(config: Config, step: int, images_seen: int, wall_time_s: float, world: int,
             skipped_steps: int = 0) -> dict[str, Any]:
-    """The training record an exported model carries (`skipped_steps`: updates skipped as non-finite)."""
+    """One run's segment of the training record an exported model carries (`skipped_steps`: updates skipped as
+    non-finite; `batch_size`: images per optimizer step over all processes)."""
+    from genstudio.lineage import commit
+
+    tc = config.train
     return {"steps": step, "images_seen": images_seen, "skipped_steps": skipped_steps, "wall_time_s": wall_time_s,
-            "processes": world, "hardware": hardware(), "torch": torch.__version__, "config": config.to_dict()}
+            "processes": world, "hardware": hardware(), "precision": tc.mixed_precision,
+            "batch_size": tc.batch_size * tc.grad_accum * world, "torch": torch.__version__,
+            **({"commit": c} if (c := commit()) else {}), "config": config.to_dict()}

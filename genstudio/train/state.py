@@ -52,10 +52,11 @@ def remove_interrupted_saves(output_dir: Path) -> list[str]:
 
 
 def exported_step(output_dir: Path) -> int | None:
-    """The step of the model exported in output_dir/model (None: none there, or unreadable)."""
+    """The step of the model exported in output_dir/model, in this run's own count (None: none there, or
+    unreadable)."""
     try:
-        meta = json.loads((output_dir / MODEL_DIR / "genstudio.json").read_text())
-        return int(meta["training"]["steps"])
+        training = json.loads((output_dir / MODEL_DIR / "genstudio.json").read_text())["training"]
+        return int((training.get("lineage") or [training])[-1]["steps"])  # this run's segment
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
