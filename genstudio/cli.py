@@ -48,8 +48,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .publish import publish
 
-    dest = publish(args.run, args.to, grid_images=args.grid_images)
-    print(f"{args.run} -> {dest} (model, samples.png, metrics.json)")
+    dest = publish(args.run, args.to, grid_images=args.grid_images, fp16=args.fp16, optimizer=args.optimizer)
+    print(f"{args.run} -> {dest} (model" + (" in fp16" if args.fp16 else "") + ", samples.png, metrics.json"
+          + (", optimizer/" if args.optimizer else "") + ")")
     return 0
 
 
@@ -129,6 +130,13 @@ def _sampler_options(items: list[str]) -> dict:
     return options
 
 
+def _main_process() -> bool:
+    """False in the other processes of an `accelerate launch`: they compute, the main one reports and records."""
+    from .processes import current
+
+    return current().main
+
+
 def _print_scores(result: dict) -> None:
     for key, value in result["metrics"].items():
         print(f"{result['labels'].get(key, key)}: {value:.6g}")
@@ -151,6 +159,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate(_checkpoint_arg(args.checkpoint), sampler=args.sampler, steps=args.steps, n=args.n,
                           seed=args.seed, labels=labels, guidance=args.guidance, grid=args.grid,
                           sampler_options=options, out=args.out, **from_args(args))
+    if not _main_process():
+        return 0
     _print_scores(result)
     proto = result["protocol"]
     what = (f"{proto['sampler']}, {proto['steps']} steps, NFE {proto['nfe']}, guidance {proto['guidance']}"
@@ -172,6 +182,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     samplers = [v for v in args.samplers.split(",") if v]
     table = sweep(_checkpoint_arg(args.checkpoint), samplers, steps, args.out, n=args.n, seed=args.seed,
                   guidance=args.guidance, **from_args(args))
+    if not _main_process():
+        return 0
     for c in sorted(table["cells"], key=lambda c: (c["sampler"], c["nfe"])):
         print(f"{c['sampler']:>16} steps {c['steps']:>4} NFE {c['nfe']:>5}  {table['fid_label']}: "
               f"{c['metrics']['fid']:.4g}")
@@ -268,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="training run folder (its model/ is exported) or an exported model folder")
     p.add_argument("--to", required=True, help="destination, e.g. checkpoints/my_model")
     p.add_argument("--grid-images", type=int, default=100)
+    p.add_argument("--fp16", action="store_true", help="store the weights as float16 (they load as float32)")
+    p.add_argument("--optimizer", action="store_true",
+                   help="also copy the run's compact optimizer state (optimizer/), to continue the model elsewhere")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("neon", help="Neon: self-train briefly on the model's own samples, then extrapolate away "

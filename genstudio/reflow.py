@@ -214,18 +214,23 @@ def generate_pairs(checkpoint: str | Path, out_dir: str | Path, n: int, *, sampl
     Resumable: a folder that already holds a matching manifest keeps its complete shards (each was written
     to a temporary file and renamed, so a shard that exists is whole) and generates the missing ones; every
     shard's seeds and labels are checked, and a folder made with other settings is a clear error. Batches
-    start at shard boundaries, so a resumed folder holds the same pairs as an uninterrupted one."""
+    start at shard boundaries, so a resumed folder holds the same pairs as an uninterrupted one.
+
+    Under `accelerate launch` (or torchrun) process r writes the shards k with k % processes == r (each the
+    same as one process writes), after the main one has written or checked the manifest."""
     from tqdm.auto import tqdm
 
     from samplers.grids import make_grid
 
     from .api import Pipeline
+    from .processes import current
 
     if int(n) != n or n < 1 or int(shard_size) != shard_size or shard_size < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1, shard_size >= 1 and batch_size >= 1; got {n}, {shard_size}, {batch_size}")
     if not guidance >= 0:
         raise ValueError(f"guidance must be >= 0, got {guidance}")
-    pipe = Pipeline.load(checkpoint, device=device)
+    procs = current()
+    pipe = Pipeline.load(checkpoint, device=device or procs.device)
     _deterministic(sampler, pipe.model, {})
     _check_labels(labels, pipe.num_classes, pipe.name)
     steps = int(steps if steps is not None else pipe.defaults()["steps"])
@@ -236,21 +241,23 @@ def generate_pairs(checkpoint: str | Path, out_dir: str | Path, n: int, *, sampl
                 "steps": steps, "grid": grid, "guidance": float(guidance), "image_shape": shape, "total": int(n),
                 "shard_size": int(shard_size), "seed": int(seed), "num_classes": int(pipe.num_classes)}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".tmp-*"):  # a shard or manifest write that was interrupted
-        stale.unlink(missing_ok=True)
-    if (out / MANIFEST).exists():
-        done = set(_check_existing(out, manifest, labels))
-    else:
-        if list(out.glob("pairs-*.safetensors")):
-            raise ValueError(f"{out} holds pair shards but no {MANIFEST}; choose another --out or empty it")
-        write_json(out / MANIFEST, manifest)
-        done = set()
+    with procs.main_first():  # the main process clears and writes (or checks) the manifest, then the others check
+        out.mkdir(parents=True, exist_ok=True)
+        if procs.main:
+            for stale in out.glob(".tmp-*"):  # a shard or manifest write that was interrupted
+                stale.unlink(missing_ok=True)
+        if (out / MANIFEST).exists():
+            done = set(_check_existing(out, manifest, labels))
+        else:
+            if list(out.glob("pairs-*.safetensors")):
+                raise ValueError(f"{out} holds pair shards but no {MANIFEST}; choose another --out or empty it")
+            write_json(out / MANIFEST, manifest)
+            done = set()
     shards = num_shards(manifest)
     sizes = [min(shard_size, n - k * shard_size) for k in range(shards)]
-    bar = tqdm(total=n, initial=sum(sizes[k] for k in done), disable=not progress or len(done) == shards,
-               desc="pairs", unit="img",
-               dynamic_ncols=True)
+    done |= set(range(shards)) - set(procs.mine(shards))  # the other processes' shards
+    bar = tqdm(total=n, initial=sum(sizes[k] for k in done), desc="pairs", unit="img", dynamic_ncols=True,
+               disable=not (progress and procs.main) or len(done) == shards)
     for k in range(shards):
         if k in done:
             continue
@@ -270,6 +277,7 @@ def generate_pairs(checkpoint: str | Path, out_dir: str | Path, n: int, *, sampl
                              f"is the checkpoint trained?")
         _write_shard(out / shard_name(k), {"x0": x0.contiguous(), "seeds": seeds, "labels": lab})
     bar.close()
+    procs.barrier()  # every shard is written when any process returns
     return out
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..atomic import atomic_folder, write_json
 from ..data import DataError, ImageSet, default_cache_dir, load_images, offline_cifar10, to_model_range
+from ..processes import Processes, current
 from .extractors import Extractor, MetricsError, make_extractor
 from .options import ALL_METRICS, DEFAULT_METRICS, EvaluatorOptions, pop_options
 
@@ -41,7 +42,8 @@ __all__ = ["evaluate", "evaluate_images", "Evaluator", "EvaluatorOptions", "defa
 PAPER_N = 50_000                                 # samples behind published CIFAR-10 FIDs
 DEFAULT_N = {"inception": PAPER_N, "c10": 10_000}
 CACHE_FORMAT = 1
-VOLATILE = ("nfe", "wall_seconds", "generation_seconds", "date", "device", "samples")  # may change in a rerun
+VOLATILE = ("nfe", "wall_seconds", "generation_seconds", "date", "device", "samples",
+            "processes")  # may change in a rerun
 SAMPLE_KEYS = ("checkpoint", "sampler", "steps", "grid", "grid_times", "guidance", "sampler_options", "n", "seeds",
                "labels", "precision")  # the cell fields that determine the generated images (grid_times: learned)
 
@@ -54,10 +56,12 @@ def default_reference(split: str = "train") -> str:
 
 
 def checkpoint_hash(folder: str | os.PathLike[str]) -> str:
-    """sha256 over the model files of a checkpoint (genstudio.json and its subfolders; not its card)."""
+    """sha256 over the model files of a checkpoint (genstudio.json and its subfolders; not its card, nor an
+    optimizer state carried beside the model)."""
     folder = Path(folder)
     files = [folder / "genstudio.json"] if (folder / "genstudio.json").is_file() else []
-    files += sorted(p for d in sorted(folder.iterdir()) if d.is_dir() for p in d.rglob("*") if p.is_file())
+    files += sorted(p for d in sorted(folder.iterdir()) if d.is_dir() and d.name != "optimizer"
+                    for p in d.rglob("*") if p.is_file())
     if not files:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
     digest = hashlib.sha256()
@@ -177,6 +181,7 @@ class Evaluator(EvaluatorOptions):
     _ext: Extractor | None = field(default=None, init=False, repr=False)
     _refs: dict[int, tuple[Tensor, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
     _cls: Any = field(default=None, init=False, repr=False)
+    procs: Processes = field(default_factory=current, init=False, repr=False)  # the processes sharing the work
 
     def __post_init__(self) -> None:
         if isinstance(self.metrics, str):
@@ -192,7 +197,8 @@ class Evaluator(EvaluatorOptions):
                                    f"got {getattr(self, f.name)!r}")
         if self.batch_size < 1:
             raise MetricsError(f"batch_size must be >= 1, got {self.batch_size}")
-        self.device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(self.device or self.procs.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.progress = self.progress and self.procs.main
         self.cache = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
 
     @property
@@ -239,13 +245,14 @@ class Evaluator(EvaluatorOptions):
                 "n": len(data) if self.reference_n is None else min(self.reference_n, len(data)),
                 "subset": None if self.reference_n is None else "first n of a seeded permutation (seed 0)",
                 "cache_key": key}
-        feats = self._read_reference(key)
-        if feats is None:
-            index = _subset(len(data), self.reference_n)
-            images = data.images if index is None else data.images[index]
-            batches = (images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size))
-            feats = self._stream(batches, len(images), "reference features")[0][ext.feature_layer]
-            self._write_reference(key, feats, {**spec, **info})
+        with self.procs.main_first():  # the main process fills the cache, the others read it
+            feats = self._read_reference(key)
+            if feats is None:
+                index = _subset(len(data), self.reference_n)
+                images = data.images if index is None else data.images[index]
+                batches = (images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size))
+                feats = self._stream(batches, len(images), "reference features")[0][ext.feature_layer]
+                self._write_reference(key, feats, {**spec, **info})
         self._refs[image_size] = (feats, info)
         return feats, info
 
@@ -289,8 +296,10 @@ class Evaluator(EvaluatorOptions):
         return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(logits) if logits else None
 
     def _score(self, batches: Iterable[Tensor], n: int, image_size: int, labels: Tensor | None, desc: str,
-               num_classes: int | None = None) -> tuple[dict[str, float], dict[str, str], dict[str, Any], list[str]]:
-        """Metrics of streamed batches; class accuracy when labels are given and the classifier fits them."""
+               num_classes: int | None = None, sizes: list[int] | None = None
+               ) -> tuple[dict[str, float], dict[str, str], dict[str, Any], list[str]]:
+        """Metrics of streamed batches; class accuracy when labels are given and the classifier fits them.
+        `sizes`: the batches are this process's share of batches of these sizes; all processes' are gathered."""
         ref, ref_info = (self.reference_features(image_size) if set(self.metrics) - {"is"} else (None, None))
         notes: list[str] = []
         want_acc = labels is not None
@@ -305,6 +314,9 @@ class Evaluator(EvaluatorOptions):
                              f"the images {classes}")
                 want_acc = False
         gen, logits = self._stream(batches, n, desc, with_logits=want_acc)
+        if sizes is not None:
+            gen = {k: self.procs.gather_batches(v, sizes) for k, v in gen.items()}
+            logits = self.procs.gather_batches(logits, sizes) if logits is not None else None
         if len(gen[self.ext.feature_layer]) < 2:
             raise MetricsError("need at least 2 images to score")
         values, settings = metrics_from_features(gen, ref, self.ext, self.metrics)
@@ -385,9 +397,13 @@ class Evaluator(EvaluatorOptions):
         nfes, gen_seconds = [], [0.0]
         autocast = (torch.autocast(pipe.device.type, dtype=torch.bfloat16) if spec["precision"] == "bf16"
                     else nullcontext())
+        starts = list(range(0, n, self.batch_size))  # batch b: images start .. start + size - 1, seeds seed + i
+        sizes = [min(self.batch_size, n - start) for start in starts]
+        split = 1 < self.procs.world <= len(starts)  # fewer batches than processes: each computes them all
+        mine = [starts[b] for b in self.procs.mine(len(starts))] if split else starts
 
         def batches() -> Iterator[Tensor]:
-            for start in range(0, n, self.batch_size):
+            for start in mine:
                 m = min(self.batch_size, n - start)
                 with autocast:
                     res = pipe.generate(m, sampler=spec["sampler"], steps=spec["steps"], seed=seed + start,
@@ -400,35 +416,49 @@ class Evaluator(EvaluatorOptions):
 
         def score(stream: Iterable[Tensor]):
             return self._score(stream, n, pipe.image_shape[-1], lab, f"{spec['sampler']} x {spec['steps']}",
-                               pipe.num_classes)
+                               pipe.num_classes, sizes=sizes if split else None)
 
         folder = self._samples_folder(spec) if self.sample_cache else None
         cached = self._read_samples(folder, (n, *pipe.image_shape)) if folder is not None else None
+        self.procs.barrier()  # every process decided on the cache before the main one writes an entry
         if cached is not None:  # the same images as before: only the features are computed
             images, meta = cached
             nfes.append(meta["nfe"])
             gen_seconds[0] = meta["generation_seconds"]
             values, texts, extra, notes = score(torch.from_numpy(np.array(images[i:i + self.batch_size]))
-                                                for i in range(0, n, self.batch_size))
-        elif folder is not None:
+                                                for i in mine)
+        elif folder is not None and split:  # each process keeps its share; the main one writes all
+            kept: list[Tensor] = []
+            values, texts, extra, notes = score(_collected(batches(), kept))
+            everything = self.procs.gather_batches(torch.cat(kept), sizes)
+            if self.procs.main:
+                with atomic_folder(folder) as tmp:
+                    np.save(tmp / "images.npy", everything.numpy())
+                    write_json(tmp / "meta.json", self._sample_meta(spec, nfes, gen_seconds[0]))
+        elif folder is not None and self.procs.main:
             with atomic_folder(folder) as tmp:
                 store = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
                                                   shape=(n, *pipe.image_shape))
                 values, texts, extra, notes = score(_kept(batches(), store))
                 store.flush()
                 del store
-                write_json(tmp / "meta.json", {"nfe": _mean_nfe(nfes),
-                                               "generation_seconds": round(gen_seconds[0], 3),
-                                               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                               "device": str(self.device), "cell": _sample_ident(spec)})
+                write_json(tmp / "meta.json", self._sample_meta(spec, nfes, gen_seconds[0]))
         else:
             values, texts, extra, notes = score(batches())
+        if split and cached is None:  # every batch's NFE (an adaptive sampler's differ)
+            nfes = self.procs.gather_batches(torch.tensor(nfes, dtype=torch.float64).reshape(-1, 1),
+                                             [1] * len(sizes)).flatten().tolist()
         nfe = _mean_nfe(nfes)
         samples = None if folder is None else {"cache_key": folder.name, "reused": cached is not None}
         protocol = {**spec, "metric_settings": extra["metric_settings"], "nfe": nfe,
                     "generation_seconds": round(gen_seconds[0], 3), "wall_seconds": round(time.perf_counter() - t0, 3),
-                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(self.device), "samples": samples}
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(self.device), "samples": samples,
+                    "processes": self.procs.world}
         return {"metrics": values, "labels": texts, "protocol": protocol, "notes": notes}
+
+    def _sample_meta(self, spec: dict[str, Any], nfes: list[float], seconds: float) -> dict[str, Any]:
+        return {"nfe": _mean_nfe(nfes), "generation_seconds": round(seconds, 3),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "device": str(self.device), "cell": _sample_ident(spec)}
 
     # --- the sample cache ----------------------------------------------------------------------
 
@@ -460,6 +490,13 @@ def _sample_ident(spec: dict[str, Any]) -> dict[str, Any]:
     return ident
 
 
+def _collected(batches: Iterable[Tensor], kept: list[Tensor]) -> Iterator[Tensor]:
+    """Pass batches through, keeping each in `kept`."""
+    for batch in batches:
+        kept.append(batch)
+        yield batch
+
+
 def _kept(batches: Iterable[Tensor], store: np.ndarray) -> Iterator[Tensor]:
     """Pass uint8 (B, 3, H, W) batches through, writing each into `store` at its offset."""
     start = 0
@@ -481,7 +518,11 @@ def evaluate(checkpoint: str | os.PathLike[str] | None = None, *, sampler: str |
     classifier's accuracy on its samples. Evaluator options (`evaluator`): the fields of EvaluatorOptions
     (extractor, reference, split, reference_n, metrics, batch_size, classifier, inception_weights, download,
     cache_dir, device, progress, precision, feature_precision, sample_cache; see its docstring). Writes the
-    result to `out` (JSON) if given and returns it: {"metrics", "labels", "protocol", "notes"}."""
+    result to `out` (JSON) if given and returns it: {"metrics", "labels", "protocol", "notes"}.
+
+    Under `accelerate launch` (or torchrun) the processes share the batches and gather the features: image i
+    still comes from seed + i, so the scores are those of one process; every process returns them and the
+    main one writes `out`."""
     from ..api import Pipeline, default_checkpoint
 
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
@@ -491,7 +532,7 @@ def evaluate(checkpoint: str | os.PathLike[str] | None = None, *, sampler: str |
     pipe = Pipeline.load(checkpoint, device=ev.device)
     result = ev.score_checkpoint(pipe, checkpoint, sampler=sampler, steps=steps, n=n, seed=seed, labels=labels,
                                  guidance=guidance, grid=grid, sampler_options=sampler_options)
-    if out is not None:
+    if out is not None and ev.procs.main:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
     return result

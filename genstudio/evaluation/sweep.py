@@ -5,6 +5,8 @@
 `<out>/sweep.json` is rewritten atomically after every cell and `<out>/fid_vs_nfe.png` redrawn, so an
 interrupted sweep loses at most the cell it was computing: run it again and the cells already done with
 the same protocol (checkpoint hash, sampler, steps, n, seeds, guidance, extractor, reference, ...) are kept.
+Under `accelerate launch` every cell's batches are shared by the processes (genstudio.evaluate); the main one
+writes the table and the plot.
 """
 from __future__ import annotations
 
@@ -65,10 +67,13 @@ def sweep(checkpoint: str | os.PathLike[str] | None, samplers: Sequence[str], st
             table["cells"] = [c for c in table["cells"] if c not in old] + [row]
             table["computed"].append([sampler, int(k)])
             table["fid_label"] = result["labels"]["fid"]
-            write_json(table_path, table)
-            plot_sweep(table, out / PLOT)
-    write_json(table_path, table)
-    plot_sweep(table, out / PLOT)
+            if ev.procs.main:
+                write_json(table_path, table)
+                plot_sweep(table, out / PLOT)
+    if ev.procs.main:
+        write_json(table_path, table)
+        plot_sweep(table, out / PLOT)
+    ev.procs.barrier()  # the table is written before any process reads it back
     return table
 
 

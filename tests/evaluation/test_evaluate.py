@@ -14,16 +14,13 @@ from PIL import Image
 import genstudio
 from genstudio import cli
 from genstudio.api import Pipeline
-from genstudio.checkpoint import export_model
-from genstudio.config import config_from_dict
 from genstudio.data import load_images, offline_cifar10
 from genstudio.evaluation import extractors as metrics_extractors
 from genstudio.evaluation.classifier import CifarResNet, save_classifier
 from genstudio.evaluation.extractors import InceptionWeightsError
 from genstudio.evaluation.metrics import Evaluator, MetricsError, default_reference, evaluate_images
 from genstudio.evaluation.sweep import sweep
-from genstudio.train import build_model
-from tests.helpers import ROOT, make_toy_folder, random_classifier, toy_config
+from tests.helpers import ROOT, make_toy_folder
 
 SHIPPED_CLASSIFIER = ROOT / "checkpoints" / "cifar10_classifier" / "classifier.safetensors"
 NO_CIFAR = ("no offline CIFAR-10 copy: set GENSTUDIO_DATA to the folder holding cifar10/train.tar.gz and "
@@ -36,18 +33,6 @@ def smooth_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
     low = torch.rand(n, 3, 4, 4, generator=g)
     x = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
     return (40 + 150 * x).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-@pytest.fixture
-def classifier(tmp_path):
-    return random_classifier(tmp_path / "clf.safetensors")
-
-
-@pytest.fixture
-def toy_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = build_model(config_from_dict(toy_config(tmp_path, tmp_path)))  # 8x8 images, 2 classes
-    return export_model(model, tmp_path / "ckpt", training={"steps": 0}, defaults={"sampler": "heun", "steps": 4})
 
 
 @pytest.fixture
