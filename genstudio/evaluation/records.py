@@ -9,7 +9,7 @@ from typing import Any
 
 from ..atomic import atomic_write, write_json
 
-__all__ = ["record_scores", "rescore", "redraw_plot"]
+__all__ = ["record_scores", "rescore", "measure", "redraw_plot"]
 
 
 def _score_key(record: dict[str, Any]) -> str:
@@ -57,16 +57,14 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
     content hash must equal the recorded one, and the new record keeps the recorded source (the place read
     is noted as `read_from`). `evaluator`: further Evaluator options (device, cache_dir,
     progress, batch_size). Returns counts."""
-    from ..api import Pipeline
     from .classifier import weights_hash
-    from .metrics import Evaluator, MetricsError, checkpoint_hash
+    from .metrics import checkpoint_hash
 
     folder = Path(folder)
     current, model = weights_hash(classifier), checkpoint_hash(folder)
     path = folder / "metrics.json"
     records = json.loads(path.read_text()).get("scores", []) if path.is_file() else []
     counts = {"rescored": 0, "dropped": 0, "current": 0, "left": 0}
-    pipe = None
     for record in records:
         p = record["protocol"]
         ext = p.get("extractor") or {}
@@ -82,23 +80,7 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
             log(f"{folder.name}: dropped stale quick record {_describe(p)}")
             counts["dropped"] += 1
             continue
-        ref = p.get("reference") or {}
-        ev = Evaluator(reference=reference or ref.get("source"), split=ref.get("split", "train"),
-                       reference_n=ref.get("n") if ref.get("subset") else None, metrics=tuple(p["metrics"]),
-                       classifier=classifier, precision=p.get("precision", "fp32"),
-                       feature_precision=ext.get("precision", "fp32"), sample_cache=True,
-                       **{"batch_size": p.get("batch_size", 250), **evaluator})
-        pipe = pipe or Pipeline.load(folder, device=ev.device)
-        if ref:  # the reference is read (and its features cached) before any sampling
-            got = ev.reference_features(pipe.image_shape[-1])[1]["content_hash"]
-            if got != ref.get("content_hash"):
-                raise MetricsError(f"{folder.name}: the reference read now (content hash {got}) is not the "
-                                   f"recorded one ({ref.get('content_hash')}); pass the same images with --reference")
-        result = ev.score_checkpoint(pipe, folder, sampler=p["sampler"], steps=p["steps"], n=p["n"],
-                                     seed=p["seeds"]["first"], guidance=p["guidance"], grid=p["grid"],
-                                     sampler_options=p["sampler_options"])
-        if reference and ref:  # the recorded images, read from another place: the record keeps naming them
-            result["protocol"]["reference"].update(source=ref.get("source"), read_from=str(reference))
+        result = measure(folder, p, classifier=classifier, reference=reference, **evaluator)
         record_scores(folder, [result], replace=[record])
         old, new = record["metrics"].get("fid", float("nan")), result["metrics"].get("fid", float("nan"))
         log(f"{folder.name}: {_describe(p)}: FID {old:.4g} -> {new:.4g} (samples "
@@ -107,6 +89,37 @@ def rescore(folder: str | Path, *, classifier: str | Path | None = None, drop_qu
     if counts["rescored"] and (folder / "fid_vs_nfe.png").is_file():
         redraw_plot(folder, current)
     return counts
+
+
+def measure(folder: str | Path, p: dict[str, Any], *, classifier: str | Path | None = None,
+            reference: str | None = None, **evaluator: Any) -> dict[str, Any]:
+    """Score the checkpoint `folder` under a recorded protocol `p` (its own or another model's): its
+    sampler, steps, grid, guidance, options, precision, n, seeds, metrics and reference (read from `reference`
+    when given: its content hash must be the recorded one, and the result keeps naming the recorded source,
+    noting the place read as `read_from`). The samples go through the sample cache. `evaluator`: further
+    Evaluator options, overriding the recorded ones (device, cache_dir, progress, batch_size, ...)."""
+    from ..api import Pipeline
+    from .metrics import Evaluator, MetricsError
+
+    ext, ref = p.get("extractor") or {}, p.get("reference") or {}
+    recorded = dict(reference=reference or ref.get("source"), split=ref.get("split", "train"),
+                    reference_n=ref.get("n") if ref.get("subset") else None, metrics=tuple(p["metrics"]),
+                    classifier=classifier, precision=p.get("precision", "fp32"),
+                    feature_precision=ext.get("precision", "fp32"), sample_cache=True,
+                    batch_size=p.get("batch_size", 250))
+    ev = Evaluator(**{**recorded, **evaluator})  # options given override the recorded ones
+    pipe = Pipeline.load(folder, device=ev.device)
+    if ref:  # the reference is read (and its features cached) before any sampling
+        got = ev.reference_features(pipe.image_shape[-1])[1]["content_hash"]
+        if got != ref.get("content_hash"):
+            raise MetricsError(f"{Path(folder).name}: the reference read now (content hash {got}) is not the "
+                               f"recorded one ({ref.get('content_hash')}); pass the same images with --reference")
+    result = ev.score_checkpoint(pipe, folder, sampler=p["sampler"], steps=p["steps"], n=p["n"],
+                                 seed=p["seeds"]["first"], guidance=p["guidance"], grid=p["grid"],
+                                 sampler_options=p["sampler_options"])
+    if reference and ref:  # the recorded images, read from another place: the record keeps naming them
+        result["protocol"]["reference"].update(source=ref.get("source"), read_from=str(reference))
+    return result
 
 
 def redraw_plot(folder: str | Path, weights_sha256: str) -> Path:
