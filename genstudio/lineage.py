@@ -16,6 +16,11 @@ LATEST = ("processes", "torch", "precision", "batch_size", "config")  # a record
 CARD_FIELDS = ("note", "recipe")  # what an older card (metrics.json) said of its one segment
 
 
+def precision(mixed_precision: str) -> str:
+    """A segment's precision from train.mixed_precision: fp32, bf16 or fp16."""
+    return {"no": "fp32"}.get(mixed_precision, mixed_precision)
+
+
 def segments(training: dict[str, Any] | None, card: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The lineage of a training record. A record without one is one segment: its own fields, its precision and
     global batch size read from its config (its commit is unknown), and the note and recipe of its card if given."""
@@ -27,7 +32,7 @@ def segments(training: dict[str, Any] | None, card: dict[str, Any] | None = None
     segment = {k: v for k, v in training.items() if k != "lineage"}
     tc = (segment.get("config") or {}).get("train") or {}
     if isinstance(tc.get("mixed_precision"), str):
-        segment.setdefault("precision", tc["mixed_precision"])
+        segment.setdefault("precision", precision(tc["mixed_precision"]))
     if "batch_size" in tc:
         segment.setdefault("batch_size", int(tc["batch_size"]) * int(tc.get("grad_accum", 1))
                            * int(segment.get("processes", 1)))

@@ -13,6 +13,7 @@ from genstudio.checkpoint import load_model
 from genstudio.config import Config, ConfigError
 from genstudio.data import load_images
 from genstudio.families import build_from_config
+from genstudio.lineage import commit, precision
 from genstudio.model import Model
 from genstudio.objective import Objective
 from genstudio.pairs import is_pairs_folder, load_pairs
@@ -127,10 +128,8 @@ def summary(config: Config, step: int, images_seen: int, wall_time_s: float, wor
             skipped_steps: int = 0) -> dict[str, Any]:
     """One run's segment of the training record an exported model carries (`skipped_steps`: updates skipped as
     non-finite; `batch_size`: images per optimizer step over all processes)."""
-    from genstudio.lineage import commit
-
     tc = config.train
     return {"steps": step, "images_seen": images_seen, "skipped_steps": skipped_steps, "wall_time_s": wall_time_s,
-            "processes": world, "hardware": hardware(), "precision": tc.mixed_precision,
+            "processes": world, "hardware": hardware(), "precision": precision(tc.mixed_precision),
             "batch_size": tc.batch_size * tc.grad_accum * world, "torch": torch.__version__,
             **({"commit": c} if (c := commit()) else {}), "config": config.to_dict()}

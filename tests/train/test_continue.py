@@ -47,7 +47,7 @@ def test_a_continued_run_starts_from_the_weights_and_extends_the_lineage(shipped
     assert (first["steps"], second["steps"], training["steps"]) == (4, 3, 7)
     assert training["images_seen"] == first["images_seen"] + second["images_seen"] == 7 * 8
     assert second["started_from"].startswith(str(shipped_run)) and second["batch_size"] == 8
-    assert second["precision"] == "no" and second["config"]["train"]["continue_from"] == str(shipped_run)
+    assert second["precision"] == "fp32" and second["config"]["train"]["continue_from"] == str(shipped_run)
     card = publish(out, tmp_path / "card", grid_images=2, timing_images=1)
     card_training = json.loads((card / "metrics.json").read_text())["training"]
     assert card_training["segments"] == 2 and card_training["steps"] == 7
