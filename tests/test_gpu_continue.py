@@ -11,11 +11,10 @@ from safetensors.torch import load_file
 
 import genstudio
 from genstudio.config import config_from_dict
-from genstudio.evaluation.classifier import CifarResNet, save_classifier
 from genstudio.evaluation.records import record_scores
 from genstudio.publish import publish
 from genstudio.train import run
-from tests.helpers import ROOT, toy_config
+from tests.helpers import ROOT, random_classifier, toy_config
 
 
 def test_gpu_continue_script_on_the_cpu_with_a_tiny_budget(tmp_path, toy_data):
@@ -25,9 +24,7 @@ def test_gpu_continue_script_on_the_cpu_with_a_tiny_budget(tmp_path, toy_data):
         tar.add(toy_data, arcname="toy")
     run(config_from_dict(toy_config(tmp_path, str(data / "train.tar.gz"), max_steps=2, checkpoint_every=2)))
     ckpt = publish(tmp_path / "run", tmp_path / "micro", grid_images=2, timing_images=1, fp16=True)
-    torch.manual_seed(0)
-    classifier = save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), tmp_path / "clf.safetensors",
-                                 {"note": "random init, for tests"})
+    classifier = random_classifier(tmp_path / "clf.safetensors")
     opts = {"classifier": str(classifier), "batch_size": 4, "cache_dir": str(tmp_path / "cache"), "progress": False}
     before = genstudio.evaluate(ckpt, sampler="euler", steps=2, n=8, reference=str(data / "train.tar.gz"), **opts)
     record_scores(ckpt, [before])  # the card's protocol: euler, 2 steps, n 8 (a quick one, for lack of others)
