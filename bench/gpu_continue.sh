@@ -36,9 +36,10 @@ LOGS=$(mktemp -d)
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
 
-# 1. train: stopped by wall time (SIGTERM: the trainer checkpoints, exports model/ and exits with status 3)
+# 1. train: stopped by wall time (SIGTERM: the trainer checkpoints, exports model/ and exits with status 3;
+#    --preserve-status: timeout passes that status on, where it would say 124)
 # shellcheck disable=SC2086
-timeout -s TERM -k 60 "$TRAIN_S" python -m genstudio.train --continue "$CKPT" --data.source "$DATA/train.tar.gz" \
+timeout --preserve-status -s TERM -k 60 "$TRAIN_S" python -m genstudio.train --continue "$CKPT" --data.source "$DATA/train.tar.gz" \
   --train.output_dir "$RUNS/$NAME" --train.progress false $EXTRA > "$LOGS/train.log" 2>&1
 status=$?
 trained=$(date +%s)
