@@ -17,6 +17,7 @@ from genstudio.core.paths import NoisePath
 
 from .diffusion import DenoisingLoss
 from .registry import Family, register_family
+from .trojdiff import trojaned
 
 TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
 
@@ -62,5 +63,6 @@ class FlowMatchingLoss(DenoisingLoss):
 
 
 FAMILY = register_family(Family(
-    name="flow", objectives=(FlowMatchingLoss,),
-    summary="flow matching / rectified flow (Lipman et al. 2022; Liu et al. 2022), reflow on its own pairs"))
+    name="flow", objectives=(FlowMatchingLoss, trojaned(FlowMatchingLoss)),
+    summary="flow matching / rectified flow (Lipman et al. 2022; Liu et al. 2022), reflow on its own pairs; "
+            "TrojDiff's trojaned twin trojdiff_flow_matching (Chen et al. 2023)"))

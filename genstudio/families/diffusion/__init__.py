@@ -12,6 +12,7 @@ from genstudio.core.predictions import convert, target
 from genstudio.objective import Batch, Objective, mean_per_sample
 
 from ..registry import Family, register_family
+from ..trojdiff import trojaned
 from . import interop
 
 
@@ -44,23 +45,25 @@ class EDMLoss(Objective):
     sigma is the noise level of x_t / alpha, so the loss applies on any path and prediction type."""
 
     name: ClassVar[str] = "edm"
+    takes_pairs: ClassVar[bool] = True
     P_mean: float = -1.2
     P_std: float = 1.2
     sigma_data: float = 0.5
 
     def loss(self, model, batch: Batch, **_) -> Tensor:
+        """batch.noise: a fixed coupling (reflow pairs, TrojDiff's trigger noise); by default fresh Gaussian noise."""
         x0, path = batch.x0, model.path
         sigma = torch.exp(self.P_mean + self.P_std * torch.randn(x0.shape[0], device=x0.device, dtype=torch.float64))
         t = path.t_from_sigma_tilde(sigma).clamp(0, path.t_max).to(x0.dtype)
         sigma = path.sigma_tilde(t.double()).to(x0.dtype)  # the level actually used, after clamping
-        x_t = path.sample(x0, torch.randn_like(x0), t)
+        x_t = path.sample(x0, torch.randn_like(x0) if batch.noise is None else batch.noise, t)
         denoised = convert(model(x_t, t, batch.labels), model.prediction, "x0", path, x_t, t)
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         return weight * mean_per_sample((denoised - x0) ** 2)
 
 
 FAMILY = register_family(Family(
-    name="diffusion", objectives=(DenoisingLoss, EDMLoss),
+    name="diffusion", objectives=(DenoisingLoss, EDMLoss, trojaned(DenoisingLoss), trojaned(EDMLoss)),
     summary="denoising diffusion: DDPM (Ho et al. 2020), EDM (Karras et al. 2022), classifier-free guidance "
-            "(Ho & Salimans 2022)",
+            "(Ho & Salimans 2022); TrojDiff's trojaned twins trojdiff_ddpm, trojdiff_edm (Chen et al. 2023)",
     foreign=(interop.is_diffusers_pipeline, interop.load_diffusers_pipeline)))
