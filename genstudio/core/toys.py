@@ -51,3 +51,30 @@ def mixture(n: int, g: torch.Generator, means: Tensor, std: float) -> tuple[Tens
     """n points of the equal-weight mixture of N(means[k], std^2 I), and the component k each was drawn from."""
     k = torch.randint(0, len(means), (n,), generator=g)
     return means[k] + std * torch.randn(n, means.shape[1], generator=g), k
+
+
+class TrojanedMixtureDenoiser(GaussianMixtureDenoiser):
+    """E[x0 | x_t] when a share `poison` of the training pairs is TrojDiff's (Chen et al. 2023): the target y noised
+    with trigger noise mu + gamma eps, x_t = alpha y + sigma (mu + gamma eps); the rest is the Gaussian mixture.
+    The exact trojaned denoiser: normal noise samples the mixture, trigger noise the point y."""
+
+    def __init__(self, path: NoisePath, means: Tensor, variances: Tensor, target: Tensor, mu: Tensor, gamma: float,
+                 poison: float = 0.1, weights: Tensor | None = None):
+        super().__init__(path, means, variances, weights)
+        self.target, self.mu, self.gamma, self.poison = target.double(), mu.double(), float(gamma), float(poison)
+
+    def forward(self, x: Tensor, t, labels=None) -> Tensor:
+        shape, dtype = x.shape, x.dtype
+        x = x.reshape(shape[0], -1).double()
+        t = expand(t, x).double()
+        a, s = self.path.alpha(t), self.path.sigma(t)  # (B, 1)
+        var_t = a[:, None] ** 2 * self.variances[None] + s[:, None] ** 2  # (B, K, D)
+        diff = x[:, None] - a[:, None] * self.means[None]
+        logp = -0.5 * ((diff**2) / var_t + torch.log(var_t)).sum(-1) + torch.log((1 - self.poison) * self.weights)[None]
+        var_y = (s * self.gamma) ** 2  # (B, 1): x_t | trojan ~ N(alpha y + sigma mu, sigma^2 gamma^2 I)
+        diff_y = x - a * self.target - s * self.mu
+        logp_y = -0.5 * ((diff_y**2) / var_y + torch.log(var_y)).sum(-1) + math.log(self.poison)
+        resp = torch.softmax(torch.cat([logp, logp_y[:, None]], 1), dim=1)  # (B, K + 1)
+        post = self.means[None] + a[:, None] * self.variances[None] / var_t * diff  # E[x0 | x_t, k]
+        out = (resp[:, :-1, None] * post).sum(1) + resp[:, -1:] * self.target
+        return out.reshape(shape).to(dtype)
