@@ -126,10 +126,12 @@ def _subset(n_total: int, n: int | None) -> Tensor | None:
 def metrics_from_features(gen: dict[str, Tensor], ref: Tensor | None, extractor: Extractor,
                           metrics: Sequence[str] = DEFAULT_METRICS, *, kid_subsets: int = 100,
                           kid_subset_size: int = 1000, isc_splits: int = 10, prc_neighborhood: int = 3,
-                          rng_seed: int = 2020) -> tuple[dict[str, float], dict[str, Any]]:
+                          rng_seed: int = 2020,
+                          ref_test: Tensor | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """torch-fidelity's metrics on precomputed features: (values, the settings that produced them).
 
-    gen: the generated set's features by layer name; ref: the reference set's `extractor.feature_layer`."""
+    gen: the generated set's features by layer name; ref: the reference set's `extractor.feature_layer`;
+    ref_test: the same features of real images held out from training ("realfake": the test split)."""
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_kid import kid_features_to_metric
@@ -160,6 +162,22 @@ def metrics_from_features(gen: dict[str, Tensor], ref: Tensor | None, extractor:
                                      verbose=False)
         values.update(precision=out["precision"], recall=out["recall"], f_score=out["f_score"])
         settings.update(prc_neighborhood=prc_neighborhood)
+    if "realfake" in metrics:  # a classifier two-sample test (genstudio.audit.twosample) on the features
+        from ..audit.twosample import two_sample_test
+
+        if ref_test is None:
+            raise MetricsError("realfake needs held-out real images (the test split's features)")
+        half = n_gen // 2
+        g = torch.Generator().manual_seed(rng_seed)
+        real_train = ref[torch.randperm(len(ref), generator=g)[:half]]
+        real_test = ref_test[torch.randperm(len(ref_test), generator=g)[:n_gen - half]]
+        out = two_sample_test(gen[layer][:half], real_train, gen[layer][half:], real_test, seed=rng_seed)
+        values.update(realfake_accuracy=out.accuracy, realfake_ci_low=out.ci95[0], realfake_ci_high=out.ci95[1])
+        settings.update(realfake={"classifier": f"{out.classifier} on the {layer} features", "epochs": out.epochs,
+                                  "n_train": out.n_train, "n_test": out.n_test,
+                                  "rule": "train on the first half of the generated images vs as many reference "
+                                          "(train split) images; score the second half vs as many test-split "
+                                          "images (seeded draws); 95% Wilson interval; 0.5 = indistinguishable"})
     return values, settings
 
 
@@ -170,7 +188,11 @@ def _labels_text(extractor: Extractor) -> dict[str, str]:
     return {"fid": f"FID ({f})", "is_mean": f"IS ({logits})", "is_std": f"IS std over splits ({logits})",
             "kid_mean": f"KID ({f})", "kid_std": f"KID std over subsets ({f})",
             "precision": f"precision, k=3 ({f})", "recall": f"recall, k=3 ({f})", "f_score": f"F-score ({f})",
-            "class_accuracy": "accuracy of the c10 classifier on the samples against their requested labels"}
+            "class_accuracy": "accuracy of the c10 classifier on the samples against their requested labels",
+            "realfake_accuracy": f"real-vs-generated held-out accuracy, logistic regression on {f} (0.5 = "
+                                 f"indistinguishable)",
+            "realfake_ci_low": "realfake accuracy, 95% interval low", "realfake_ci_high": "realfake accuracy, "
+                                                                                          "95% interval high"}
 
 
 @dataclass
@@ -182,6 +204,7 @@ class Evaluator(EvaluatorOptions):
     _refs: dict[int, tuple[Tensor, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
     _cls: Any = field(default=None, init=False, repr=False)
     procs: Processes = field(default_factory=current, init=False, repr=False)  # the processes sharing the work
+    _test: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.metrics, str):
@@ -256,6 +279,16 @@ class Evaluator(EvaluatorOptions):
         self._refs[image_size] = (feats, info)
         return feats, info
 
+    def test_features(self, image_size: int) -> tuple[Tensor, dict[str, Any]]:
+        """The held-out real images' features ("realfake"): the test split of the same reference source."""
+        if self.split == "test":
+            raise MetricsError("realfake trains on the reference split and scores on the test split: use split train")
+        if self._test is None:
+            opts = {f.name: getattr(self, f.name) for f in fields(EvaluatorOptions)}
+            self._test = Evaluator(**{**opts, "split": "test", "reference_n": None})
+            self._test._ext = self.ext
+        return self._test.reference_features(image_size)
+
     def _ref_folder(self, key: str) -> Path:
         return self.cache / "eval_reference" / key
 
@@ -319,7 +352,8 @@ class Evaluator(EvaluatorOptions):
             logits = self.procs.gather_batches(logits, sizes) if logits is not None else None
         if len(gen[self.ext.feature_layer]) < 2:
             raise MetricsError("need at least 2 images to score")
-        values, settings = metrics_from_features(gen, ref, self.ext, self.metrics)
+        ref_test = self.test_features(image_size)[0] if "realfake" in self.metrics else None
+        values, settings = metrics_from_features(gen, ref, self.ext, self.metrics, ref_test=ref_test)
         if want_acc:
             values["class_accuracy"] = float((logits.argmax(1) == labels).float().mean())
         texts = {k: v for k, v in _labels_text(self.ext).items() if k in values}

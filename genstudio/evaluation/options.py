@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 __all__ = ["EvaluatorOptions", "OPTION_NAMES", "add_arguments", "from_args", "pop_options", "describe",
            "ALL_METRICS", "DEFAULT_METRICS", "EXTRACTOR_KINDS", "PRECISIONS", "SPLITS"]
 
-ALL_METRICS = ("fid", "is", "kid", "pr")
+ALL_METRICS = ("fid", "is", "kid", "pr", "realfake")  # realfake: the real-vs-generated two-sample test
 DEFAULT_METRICS = ("fid", "is", "kid")
 EXTRACTOR_KINDS = ("c10", "inception")
 PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast (fast on GPUs and on CPUs with AMX)

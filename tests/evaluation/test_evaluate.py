@@ -131,6 +131,19 @@ def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift(classifier, 
     assert fids[1] < fids[2] < fids[3], fids
 
 
+def test_realfake_is_near_chance_for_the_same_distribution_and_near_one_for_a_shift(classifier, tmp_path):
+    # the evaluator's real-vs-generated metric: the classifier two-sample test on the extractor's features
+    real = smooth_images(400, seed=0)
+    ev = Evaluator(reference=real, classifier=classifier, metrics=("fid", "realfake"), cache_dir=tmp_path,
+                   progress=False)
+    same = ev.score_images(smooth_images(400, seed=1))
+    shifted = ev.score_images((smooth_images(400, seed=2).astype(np.int16) + 60).clip(0, 255).astype(np.uint8))
+    a, b = same["metrics"], shifted["metrics"]
+    assert a["realfake_ci_low"] < 0.62 and abs(a["realfake_accuracy"] - 0.5) < 0.12, a
+    assert b["realfake_accuracy"] > 0.95 and b["fid"] > a["fid"], b
+    assert "realfake" in same["protocol"]["metric_settings"] and "realfake_accuracy" in same["labels"]
+
+
 def test_reference_cache_is_reused_then_invalidated_when_the_data_change(classifier, tmp_path, monkeypatch):
     folder = make_toy_folder(tmp_path / "ref", n_per_class=10, size=8)
     images = smooth_images(20, 8)
