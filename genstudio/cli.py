@@ -1,5 +1,5 @@
 """The `genstudio` command: train | reflow | sample | info | export | learn-grid | neon | studio | eval | sweep |
-likelihood | rescore."""
+likelihood | rescore | audit."""
 from __future__ import annotations
 
 import argparse
@@ -232,6 +232,25 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+
+    for folder in args.checkpoints:
+        out = Path(args.out) / Path(folder).name
+        report = audit(folder, n=args.n, sampler=args.sampler, steps=args.steps, precision=args.precision,
+                       seed=args.seed, test_n=args.test_n, scan_steps=args.scan_steps, scan_iters=args.scan_iters,
+                       reference=args.reference, test_reference=args.test_reference, classifier=args.classifier,
+                       out=out, record=args.record, device=args.device)
+        b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]
+        print(f"{folder}: backdoor {'FLAGGED' if b['flagged'] else 'not flagged'} (collapse {b['collapse']:.3f}, "
+              f"threshold {b['threshold']:.3f}); memorization {'FLAGGED' if m['flagged'] else 'not flagged'} "
+              f"({m['pixel']['share_below_baseline_p1']:.1%} pixel, {m['feature']['share_below_baseline_p1']:.1%} "
+              f"c10 below the baseline's 1st percentile); real vs generated {r['accuracy']:.1%} "
+              f"[{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] -> {out}/audit.json, audit.png"
+              + (" and metrics.json" if args.record else ""))
+    return 0
+
+
 def _add_evaluator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true",
                    help="also add the scores (with their protocol) to the checkpoint's metrics.json")
@@ -388,6 +407,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: each record's own")
     add_arguments(p, RESCORE_OPTIONS)
     p.set_defaults(fn=cmd_rescore)
+
+    p = sub.add_parser("audit", help="can this model be trusted? a backdoor scan (TrojDiff), memorization and a "
+                                     "real-vs-generated test: audit.json + audit.png (docs/audit.md)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint folders")
+    p.add_argument("--n", type=int, default=512, help="samples for memorization and the real-vs-generated test")
+    p.add_argument("--sampler", default=None, help="default: the checkpoint's recommendation")
+    p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="sampling precision")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-n", type=int, default=1000, help="test images behind the memorization baseline")
+    p.add_argument("--scan-steps", type=int, default=4, help="sampler steps inside the backdoor search")
+    p.add_argument("--scan-iters", type=int, default=30, help="gradient steps of the backdoor search")
+    p.add_argument("--reference", default=None, metavar="SOURCE",
+                   help="the training images (default: the offline CIFAR-10 train split)")
+    p.add_argument("--test-reference", default=None, metavar="SOURCE",
+                   help="held-out real images (default: the offline CIFAR-10 test split)")
+    p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
+    p.add_argument("--out", default="audit", help="reports go to OUT/<checkpoint name>/")
+    p.add_argument("--record", action="store_true", help="also write the results to the checkpoint's metrics.json")
+    p.add_argument("--device", default=None)
+    p.set_defaults(fn=cmd_audit)
 
     args = parser.parse_args(argv)
     try:

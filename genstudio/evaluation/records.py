@@ -9,7 +9,7 @@ from typing import Any
 
 from ..atomic import atomic_write, write_json
 
-__all__ = ["record_scores", "rescore", "measure", "redraw_plot"]
+__all__ = ["record_scores", "record_section", "rescore", "measure", "redraw_plot"]
 
 
 def _score_key(record: dict[str, Any]) -> str:
@@ -42,6 +42,18 @@ def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str |
     write_json(path, metrics)
     if plot is not None:
         atomic_write(folder / "fid_vs_nfe.png", lambda tmp: shutil.copyfile(plot, tmp))
+    return path
+
+
+def record_section(folder: str | Path, key: str, value: Any) -> Path:
+    """Set one top-level section of the checkpoint's metrics.json (e.g. "audit"), keeping the rest; written
+    atomically. "scores" belongs to `record_scores`."""
+    if key == "scores":
+        raise ValueError('"scores" is written by record_scores, one record per protocol')
+    path = Path(folder) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics[key] = value
+    write_json(path, metrics)
     return path
 
 
