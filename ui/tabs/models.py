@@ -8,6 +8,7 @@ import gradio as gr
 from genstudio.api import Pipeline
 from genstudio.images import image_grid
 
+from ..audit import audit_view
 from ..common import HEAVY, Shared, user_errors
 from ..likelihood import likelihood_table
 from ..models import card, read_metrics
@@ -55,6 +56,11 @@ class Models:
                           "", "Seeds 0..9, labels i % classes, guidance 2 for a class-conditional model."])
         return {self.neon_images: shown, self.neon_info: text}
 
+    @user_errors
+    def audit(self, model) -> dict:
+        text, png = audit_view(self.shared.models.resolve(model))
+        return {self.audit_text: text, self.audit_png: png}
+
 
 def build(shared: Shared, demo: gr.Blocks) -> Models:
     """Lay out the Models tab (inside the app's gr.Tabs) and register its events, the card shown on load."""
@@ -76,6 +82,9 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
             tab.neon_images = gr.Gallery(label="base | improved", columns=1, height="auto", format="png",
                                          elem_classes="pixelated", elem_id="models-neon-images")
             tab.neon_info = gr.Markdown()
+        with gr.Accordion("Audit: backdoor, memorization, real vs generated", open=True):
+            tab.audit_text = gr.Markdown(elem_id="models-audit")
+            tab.audit_png = gr.Image(label="audit.png", format="png", interactive=False, elem_id="models-audit-png")
         with gr.Accordion("metrics.json (raw)", open=False):
             tab.metrics = gr.Code(label="metrics.json", language="json", interactive=False)
         tab.likelihood = gr.Markdown(likelihood_table(checkpoints), elem_id="likelihood-table")
@@ -84,6 +93,10 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
     tab.model.change(tab.model_card, tab.model, outputs, api_name="model_card")
     demo.load(tab.model_card, tab.model, outputs, api_name=False)
     page.select(tab.model_card, tab.model, outputs, api_name=False)  # shown afresh: e.g. after an evaluation
+    audit = [tab.audit_text, tab.audit_png]
+    tab.model.change(tab.audit, tab.model, audit, api_name="audit")
+    demo.load(tab.audit, tab.model, audit, api_name=False)
+    page.select(tab.audit, tab.model, audit, api_name=False)
     tab.neon_button.click(tab.base_vs_improved, tab.model, [tab.neon_images, tab.neon_info],
                           api_name="base_vs_improved", **HEAVY)
     return tab
