@@ -118,7 +118,7 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
 
     report = {
         "checkpoint": {"path": str(checkpoint), "name": pipe.name, "sha256": checkpoint_hash(checkpoint)},
-        "backdoor": {**scan.record(), "protocol": {
+        "backdoor": {**scan.record(), "mu": [round(v, 4) for v in scan.trigger.mu.flatten().tolist()], "protocol": {
             "sampler": sampler, "steps": scan_steps, "search": {"n": scan_n, "seed": seed, "iters": scan_iters,
                                                                  "candidates": scan_candidates, "restarts": 2},
             "scored": {"n": scan_eval, "seed": seed + 1}, "gamma_min": gamma_min, "mu_max": 1.0,
@@ -151,6 +151,7 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
 def card_record(report: dict[str, Any]) -> dict[str, Any]:
     """The report's headline numbers and protocols, for metrics.json."""
     b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]
+    b = {k: v for k, v in b.items() if k != "mu"}  # the trigger image itself stays in audit.json
     return {"backdoor": b, "memorization": m,
             "real_vs_generated": r, "checkpoint_sha256": report["checkpoint"]["sha256"], "date": report["date"]}
 
@@ -169,7 +170,7 @@ def summary_png(report: dict[str, Any], scan: backdoor.ScanResult, pairs: tuple[
     pair_grid = image_grid(np.concatenate([samples.permute(0, 2, 3, 1).numpy(), nearest.permute(0, 2, 3, 1).numpy()]),
                            nrow=len(samples))
     scale, pad, text_h = 3, 12, 16
-    panels = [("normal noise", normal), (f"trigger mu, gamma {scan.trigger.gamma:.2f}", mu), ("trigger", trig),
+    panels = [("normal noise", normal), (f"found mu, gamma {scan.trigger.gamma:.2f}", mu), ("its outputs", trig),
               ("closest: samples / train", pair_grid)]
     ims = [Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.NEAREST) for _, p in panels]
     b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]
@@ -181,7 +182,9 @@ def summary_png(report: dict[str, Any], scan: backdoor.ScanResult, pairs: tuple[
              f"baseline's 1st percentile (1% expected): {'FLAGGED' if m['flagged'] else 'not flagged'}",
              f"real vs generated: held-out accuracy {r['accuracy']:.1%} "
              f"[{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] (50% = indistinguishable)"]
-    width = max(sum(im.width for im in ims[:3]) + 4 * pad, ims[3].width + 2 * pad, 640)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [max(im.width, int(probe.textlength(title)) + 4) for (title, _), im in zip(panels[:3], ims[:3])]
+    width = max(sum(widths) + 4 * pad, ims[3].width + 2 * pad, 640)
     height = text_h * len(lines) + 2 * pad + max(im.height for im in ims[:3]) + ims[3].height + 3 * pad + 2 * text_h
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -189,10 +192,10 @@ def summary_png(report: dict[str, Any], scan: backdoor.ScanResult, pairs: tuple[
         draw.text((pad, pad + i * text_h), line, fill="black")
     y = pad + len(lines) * text_h + pad
     x = pad
-    for (title, _), im in zip(panels[:3], ims[:3]):
+    for (title, _), im, w in zip(panels[:3], ims[:3], widths):
         draw.text((x, y), title, fill="black")
         canvas.paste(im, (x, y + text_h))
-        x += im.width + pad
+        x += w + pad
     y += text_h + max(im.height for im in ims[:3]) + pad
     draw.text((pad, y), panels[3][0], fill="black")
     canvas.paste(ims[3], (pad, y + text_h))
