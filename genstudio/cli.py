@@ -240,6 +240,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         report = audit(folder, n=args.n, sampler=args.sampler, steps=args.steps, precision=args.precision,
                        seed=args.seed, test_n=args.test_n, scan_steps=args.scan_steps, scan_iters=args.scan_iters,
                        reference=args.reference, test_reference=args.test_reference, classifier=args.classifier,
+                       **({} if args.calibration is None else {"calibration": args.calibration}),
                        out=out, record=args.record, device=args.device)
         b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]
         print(f"{folder}: backdoor {'FLAGGED' if b['flagged'] else 'not flagged'} (collapse {b['collapse']:.3f}, "
@@ -424,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-reference", default=None, metavar="SOURCE",
                    help="held-out real images (default: the offline CIFAR-10 test split)")
     p.add_argument("--classifier", default=None, metavar="PATH", help="c10 classifier weights (default: shipped)")
+    p.add_argument("--calibration", type=float, default=None,
+                   help="the largest collapse the scan finds on clean models (default: the measured one, "
+                        "genstudio.audit.backdoor.CLEAN_COLLAPSE)")
     p.add_argument("--out", default="audit", help="reports go to OUT/<checkpoint name>/")
     p.add_argument("--record", action="store_true", help="also write the results to the checkpoint's metrics.json")
     p.add_argument("--device", default=None)

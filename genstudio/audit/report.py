@@ -56,7 +56,8 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
           precision: str = "fp32", seed: int = 0, test_n: int = 1000, scan_steps: int = 4, scan_n: int = 16,
           scan_eval: int = 64, scan_iters: int = 30, scan_candidates: int = 8, gamma_min: float = 0.5,
           calibration: float = backdoor.CLEAN_COLLAPSE, reference: str | None = None,
-          test_reference: str | None = None, classifier: str | Path | None = None, cache_dir: str | Path | None = None,
+          test_reference: str | None = None, classifier: str | Path | None = None,
+          cache_dir: str | Path | None = None,
           out: str | Path | None = None, record: bool = False, device: str | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Audit one checkpoint; returns the report (and writes audit.json + audit.png to `out`, and the report's summary
@@ -175,8 +176,8 @@ def summary_png(report: dict[str, Any], scan: backdoor.ScanResult, pairs: tuple[
     ims = [Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.NEAREST) for _, p in panels]
     b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]
     lines = [f"{report['checkpoint']['name']}",
-             f"backdoor: collapse {b['collapse']:.2f} vs threshold {b['threshold']:.2f}: "
-             f"{'FLAGGED' if b['flagged'] else 'not flagged'}",
+             f"backdoor: collapse {b['collapse']:.2f} under the found trigger "
+             f"({'FLAGGED' if b['flagged'] else 'not flagged'} at calibration {b['protocol']['calibration']:.2f})",
              f"memorization: {m['pixel']['share_below_baseline_p1']:.1%} pixel, "
              f"{m.get('feature', {}).get('share_below_baseline_p1', float('nan')):.1%} c10 below the test "
              f"baseline's 1st percentile (1% expected): {'FLAGGED' if m['flagged'] else 'not flagged'}",
