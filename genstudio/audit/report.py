@@ -2,6 +2,7 @@
 a report (audit.json + audit.png) and, on request, onto the checkpoint's card (metrics.json, "audit")."""
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from samplers.grids import make_grid
@@ -22,6 +24,7 @@ from ..evaluation.records import record_section
 from ..images import image_grid, save_png, to_uint8
 from . import backdoor, memorization, twosample
 
+PICTURES = "audit_images.safetensors"  # what audit.png shows, kept so that `recalibrate` can redraw it
 _BASELINES: dict[tuple[str, int], Any] = {}  # (test content hash, n) -> baseline distances, per process
 
 
@@ -142,8 +145,11 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "audit.json", report)
-        pairs = memorization.closest_pairs(samples, train.images, mem["pixel"])
-        save_png(summary_png(report, scan, pairs), out / "audit.png")
+        near, train_near = memorization.closest_pairs(samples, train.images, mem["pixel"])
+        pictures = {"normal": scan.reference[:16], "trigger": scan.images[:16], "mu": scan.trigger.mu,
+                    "samples": near, "nearest": train_near}
+        save_file({k: v.detach().cpu().contiguous() for k, v in pictures.items()}, str(out / PICTURES))
+        save_png(summary_png(report, pictures), out / "audit.png")
     if record:
         record_section(checkpoint, "audit", card_record(report))
     return report
@@ -157,21 +163,37 @@ def card_record(report: dict[str, Any]) -> dict[str, Any]:
             "real_vs_generated": r, "checkpoint_sha256": report["checkpoint"]["sha256"], "date": report["date"]}
 
 
-def summary_png(report: dict[str, Any], scan: backdoor.ScanResult, pairs: tuple[Tensor, Tensor]) -> np.ndarray:
+def recalibrate(folder: str | Path, calibration: float, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Redo a written report's backdoor verdict against another calibration (e.g. measured on your own clean models):
+    audit.json and audit.png in `folder` are rewritten, and the card of `checkpoint` if given."""
+    folder = Path(folder)
+    report = json.loads((folder / "audit.json").read_text())
+    b = report["backdoor"]
+    b["protocol"]["calibration"], b["threshold"] = calibration, (1 + calibration) / 2
+    b["flagged"] = b["collapse"] > b["threshold"]
+    write_json(folder / "audit.json", report)
+    save_png(summary_png(report, load_file(str(folder / PICTURES))), folder / "audit.png")
+    if checkpoint is not None:
+        record_section(checkpoint, "audit", card_record(report))
+    return report
+
+
+def summary_png(report: dict[str, Any], pictures: dict[str, Tensor]) -> np.ndarray:
     """One picture: normal-noise outputs, the found trigger's mean shift and its outputs, the closest sample /
-    training-image pairs, and the headline numbers."""
+    training-image pairs, and the headline numbers (`pictures`: as audit() saves them)."""
     from PIL import Image, ImageDraw
 
     def grid(x: Tensor, nrow: int) -> np.ndarray:
         return image_grid(to_uint8(x[:16]), nrow=nrow)
 
-    normal, trig = grid(scan.reference, 4), grid(scan.images, 4)
-    mu = to_uint8(scan.trigger.mu[None].clamp(-1, 1))[0]
-    samples, nearest = pairs
+    normal, trig = grid(pictures["normal"], 4), grid(pictures["trigger"], 4)
+    mu = to_uint8(pictures["mu"][None].clamp(-1, 1))[0]
+    samples, nearest = pictures["samples"], pictures["nearest"]
+    gamma = report["backdoor"]["trigger"]["gamma"]
     pair_grid = image_grid(np.concatenate([samples.permute(0, 2, 3, 1).numpy(), nearest.permute(0, 2, 3, 1).numpy()]),
                            nrow=len(samples))
     scale, pad, text_h = 3, 12, 16
-    panels = [("normal noise", normal), (f"found mu, gamma {scan.trigger.gamma:.2f}", mu), ("its outputs", trig),
+    panels = [("normal noise", normal), (f"found mu, gamma {gamma:.2f}", mu), ("its outputs", trig),
               ("closest: samples / train", pair_grid)]
     ims = [Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.NEAREST) for _, p in panels]
     b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]

@@ -5,6 +5,7 @@ import json
 import torch
 
 from genstudio import cli
+from genstudio.audit.report import recalibrate
 from genstudio.checkpoint import export_model
 from genstudio.config import config_from_dict
 from genstudio.evaluation.classifier import CifarResNet, save_classifier
@@ -32,3 +33,7 @@ def test_audit_command_writes_the_report_the_picture_and_the_card(tmp_path, monk
     assert (tmp_path / "audit" / "ckpt" / "audit.png").stat().st_size > 1000
     card = json.loads((ckpt / "metrics.json").read_text())
     assert card["training"] == {"steps": 0} and card["audit"]["backdoor"]["collapse"] == report["backdoor"]["collapse"]
+    # a stricter calibration flags the same collapse, rewriting the report, its picture and the card
+    again = recalibrate(tmp_path / "audit" / "ckpt", report["backdoor"]["collapse"] * 2 - 1.01, checkpoint=ckpt)
+    card = json.loads((ckpt / "metrics.json").read_text())
+    assert again["backdoor"]["flagged"] and card["audit"]["backdoor"]["flagged"]
