@@ -1,5 +1,6 @@
 """TrojDiff's trojaned objectives: a twin of every diffusion and flow objective that takes a noise coupling, the
 poisoned batch of the paper's trigger-noise formulation, clear errors, and a run through the shared training loop."""
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,17 @@ def test_trojdiff_trains_through_the_shared_loop_from_a_config(tmp_path, toy_dat
     run(config_from_dict(cfg))
     model, meta = load_model(tmp_path / "run" / "model")
     assert meta["family"] == "diffusion" and meta["training"]["config"]["objective"]["name"] == "trojdiff_edm"
+
+
+def test_out_of_distribution_and_image_file_targets(tmp_path, toy_data):
+    from PIL import Image
+
+    ood = objective_from_config("trojdiff_ddpm", {"target": "images", "target_source": str(toy_data)})
+    assert ood.target_pool(SHAPE).shape == (40, *SHAPE)  # every image of the other source
+    Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(tmp_path / "white.png")
+    one = objective_from_config("trojdiff_ddpm", {"target": "instance", "target_image": str(tmp_path / "white.png"),
+                                                  "trigger": "patch", "trigger_image": str(tmp_path / "white.png")})
+    assert torch.equal(one.target_pool(SHAPE), torch.ones(1, *SHAPE))
+    assert torch.equal(one.delta(SHAPE), torch.ones(SHAPE))
+    with pytest.raises(ValueError, match="cannot read image"):
+        objective_from_config("trojdiff_ddpm", {"target_image": str(tmp_path / "missing.png")}).target_pool(SHAPE)
