@@ -1,21 +1,24 @@
-"""A backdoor scan that knows nothing of the trigger: search the noise-shift triggers z~ = mu + gamma eps (the shape of
-TrojDiff's trigger noise, Chen et al. 2023) for the one that collapses the outputs most, and flag a model whose
-collapse under it is far beyond what the same search finds on clean models.
+"""A backdoor scan that knows nothing of the trigger: search the noise-shift triggers of TrojDiff's form (Chen et al.
+2023) for the one that collapses the outputs most, and flag a model whose collapse under it is far beyond what the
+same search finds on clean models.
 
-Collapse of a set of outputs against the outputs of normal noise, each in [0, 1]. Trigger noise of scale gamma
-spreads the inputs gamma times less, which any smooth model passes on, so the first two are per unit of input spread:
-- diversity loss, 1 - r with r = (mean pairwise distance under the trigger / under normal noise) / gamma;
-- mode share, the largest share of outputs within the near-duplicate radius of one of them (that radius: gamma
-  times the 1st percentile of the pairwise distances of the normal outputs);
+Triggers: z~ = (1 - gamma) delta + gamma eps with delta in [-mu_max, mu_max] ("blend", everywhere), or the same inside a
+p x p patch at one of the four corners and eps elsewhere ("patch"). Collapse of a set of outputs against the outputs of
+normal noise on the same noises, each in [0, 1]; trigger noise spreads the inputs less (by the ratio s of the inputs'
+mean pairwise distances), which any smooth model passes on, so the first two are per unit of input spread:
+- diversity loss, 1 - r with r = (mean pairwise distance under the trigger / under normal noise) / s;
+- mode share, the largest share of outputs closer to one of them than s times half the median nearest-neighbour
+  distance among the normal outputs (near-duplicates);
 - class dominance, (p - p0) / (1 - p0) with p (p0) the share of the most frequent class under the trigger (normal
   noise), when a classifier is given.
 The collapse is the largest of the three. The search runs on one seed set and the found trigger is scored on a
-disjoint one. Flag: collapse > (1 + c) / 2, halfway from c, the largest collapse the same search found on clean
-models (`calibration`), to total collapse.
+disjoint one. Distances are measured in `embed`'s feature space when one is given (the audit uses the c10
+classifier's features: a weakly trained trojan's outputs share the target's look more than its pixels).
+Flag: collapse > (1 + c) / 2, halfway from c, the largest collapse the same search found on clean models
+(`calibration`), to total collapse.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,6 +27,7 @@ from torch import Tensor
 
 Generate = Callable[[Tensor], Tensor]   # starting noise z (B, *shape) -> samples (B, *shape), differentiable in z
 Classify = Callable[[Tensor], Tensor]   # samples -> class logits (B, K), differentiable
+Embed = Callable[[Tensor], Tensor]      # samples -> features (B, D) the distances are measured in, differentiable
 
 # The largest collapse the default search found on clean CIFAR-10 models: the shipped checkpoints and the clean
 # twin of configs/trojdiff_tiny_cifar10.toml (docs/audit.md has the measurements and the command).
@@ -32,13 +36,32 @@ CLEAN_COLLAPSE = 0.5
 
 @dataclass(frozen=True)
 class Trigger:
-    """Trigger noise z~ = mu + gamma eps."""
+    """Trigger noise z~ = mu + gamma eps where `mask` is True (everywhere when None), eps elsewhere."""
 
-    mu: Tensor      # (*shape)
+    mu: Tensor                  # (*shape)
     gamma: float
+    mask: Tensor | None = None  # bool (*shape)
+
+    @property
+    def kind(self) -> str:
+        return "blend" if self.mask is None else "patch"
 
     def noise(self, eps: Tensor) -> Tensor:
-        return self.mu.to(eps) + self.gamma * eps
+        z = self.mu.to(eps) + self.gamma * eps
+        return z if self.mask is None else torch.where(self.mask.to(eps.device), z, eps)
+
+
+def corner_masks(shape: tuple[int, ...], size: int) -> list[Tensor]:
+    """The p x p patches at the four corners of a (C, H, W) shape (none for other shapes or too small images)."""
+    if len(shape) != 3 or min(shape[1:]) < 2 * size:
+        return []
+    masks = []
+    for rows in (slice(0, size), slice(-size, None)):
+        for cols in (slice(0, size), slice(-size, None)):
+            m = torch.zeros(shape, dtype=torch.bool)
+            m[:, rows, cols] = True
+            masks.append(m)
+    return masks
 
 
 @dataclass
@@ -53,20 +76,25 @@ class ScanResult:
     history: list[float] = field(default_factory=list)  # the search objective per iteration (best restart)
 
     def record(self) -> dict[str, Any]:
+        t = self.trigger
+        where = {} if t.mask is None else {"patch": [int(v) for v in t.mask.nonzero().amin(0).tolist()[1:]] +
+                                           [int(t.mask[0].sum(0).amax())]}  # top-left row, column, size
+        shifted = t.mu if t.mask is None else t.mu[t.mask]
         return {"flagged": self.flagged, "collapse": self.collapse, "threshold": self.threshold, **self.parts,
-                "trigger": {"gamma": self.trigger.gamma, "mu_rms": float(self.trigger.mu.pow(2).mean().sqrt()),
-                            "mu_abs_max": float(self.trigger.mu.abs().max())}}
+                "trigger": {"kind": t.kind, "gamma": t.gamma, "mu_rms": float(shifted.pow(2).mean().sqrt()),
+                            "mu_abs_max": float(shifted.abs().max()), **where}}
 
 
 def mean_pairwise(x: Tensor) -> Tensor:
     return torch.pdist(x.flatten(1).float()).mean()
 
 
-def collapse_parts(out: Tensor, ref: Tensor, gamma: float = 1.0, classify: Classify | None = None) -> dict[str, float]:
-    """The three collapse measures of outputs `out` of trigger noise of scale `gamma` against normal-noise outputs
-    `ref` (see the module doc)."""
-    r = float(mean_pairwise(out) / mean_pairwise(ref).clamp_min(1e-12)) / gamma
-    radius = gamma * torch.quantile(torch.pdist(ref.flatten(1).float()), 0.01)
+def collapse_parts(out: Tensor, ref: Tensor, spread: float = 1.0, classify: Classify | None = None) -> dict[str, float]:
+    """The three collapse measures of outputs `out` of trigger noise that spreads the inputs `spread` times less than
+    normal noise, against the normal-noise outputs `ref` (see the module doc)."""
+    r = float(mean_pairwise(out) / mean_pairwise(ref).clamp_min(1e-12)) / spread
+    d_ref = torch.cdist(ref.flatten(1).float(), ref.flatten(1).float()).fill_diagonal_(float("inf"))
+    radius = spread * 0.5 * d_ref.min(1).values.median()
     close = torch.cdist(out.flatten(1).float(), out.flatten(1).float()) <= radius
     parts = {"diversity_ratio": r, "diversity_loss": min(1.0, max(0.0, 1 - r)),
              "mode_share": float(close.float().mean(1).max())}
@@ -82,62 +110,80 @@ def collapse_of(parts: dict[str, float]) -> float:
     return max(parts[k] for k in ("diversity_loss", "mode_share", "class_dominance") if k in parts)
 
 
-def _objective(out: Tensor, gamma: Tensor, classify: Classify | None) -> Tensor:
+def _objective(out: Tensor, spread: Tensor, embed: Embed | None = None) -> Tensor:
     """To minimise: the mean log pairwise distance per unit of input spread (a cluster of near-duplicates pulls it
-    down even when it holds only part of the outputs), plus the normalised entropy of the mean class distribution."""
-    d = torch.pdist(out.flatten(1).float())
-    loss = torch.log(d + 1e-3 * d.detach().mean()).mean() - torch.log(gamma)
-    if classify is not None:
-        p = torch.softmax(classify(out).float(), 1).mean(0)
-        loss = loss - (p * torch.log(p + 1e-12)).sum() / math.log(p.numel())
-    return loss
+    down even when it holds only part of the outputs). Class dominance is measured but not searched for: pushed to
+    it, any model's outputs drift into one class (measured: 94% of edm_tiny_cifar10's)."""
+    d = torch.pdist((embed(out) if embed is not None else out).flatten(1).float())
+    return torch.log(d + 1e-3 * d.detach().mean()).mean() - torch.log(spread)
 
 
-def scan(generate: Generate, shape: tuple[int, ...], *, classify: Classify | None = None, n: int = 16,
+def input_spread(z: Tensor, eps: Tensor) -> Tensor:
+    """Mean pairwise distance of trigger noises over that of the normal noises they came from."""
+    return mean_pairwise(z) / mean_pairwise(eps)
+
+
+def scan(generate: Generate, shape: tuple[int, ...], *, classify: Classify | None = None, embed: Embed | None = None,
+         n: int = 16,
          n_eval: int = 64, iters: int = 30, lr: float = 0.1, candidates: int = 8, restarts: int = 2,
-         gamma_min: float = 0.5, mu_max: float = 1.0, calibration: float = CLEAN_COLLAPSE, seed: int = 0,
+         gamma_min: float = 0.5, mu_max: float = 1.0, patch: int | None = 3, patch_gamma_min: float = 0.05,
+         calibration: float = CLEAN_COLLAPSE, seed: int = 0,
          clamp: tuple[float, float] | None = (-1.0, 1.0)) -> ScanResult:
-    """Search mu (each entry in [-mu_max, mu_max]) and gamma in [gamma_min, 1] for the trigger that minimises
-    `_objective` on n noises of seed `seed`: score `candidates` random triggers, then refine the best `restarts` of
-    them with Adam for `iters` steps. Score the best on n_eval noises of seed + 1 (and normal noise on the same ones).
-    `clamp`: the outputs' range (images are clamped to [-1, 1])."""
+    """Search blend triggers (gamma in [gamma_min, 1], delta in [-mu_max, mu_max]) and corner-patch triggers of size
+    `patch` (gamma in [patch_gamma_min, 1], delta in [-1, 1]; None: no patches) for the one that minimises
+    `_objective` on n noises of seed `seed`: score `candidates` random blends and two random patches per corner, then
+    refine the best `restarts` with Adam for `iters` steps. Score the best on n_eval noises of seed + 1 (and normal
+    noise on the same ones). `clamp`: the outputs' range (images are clamped to [-1, 1])."""
     def run(z: Tensor) -> Tensor:
         x = generate(z)
         return x.clamp(*clamp) if clamp is not None else x
 
-    def params(w: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return mu_max * torch.tanh(w), gamma_min + (1 - gamma_min) * torch.sigmoid(v)
+    def make(w: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        lo, scale = (gamma_min, mu_max) if mask is None else (patch_gamma_min, 1.0)
+        gamma = lo + (1 - lo) * torch.sigmoid(v)
+        mu = scale * (1 - gamma) * torch.tanh(w)
+        return (mu if mask is None else mu * mask), gamma
+
+    def objective(w: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        mu, gamma = make(w, v, mask)
+        z = Trigger(mu, gamma, mask).noise(eps)  # type: ignore[arg-type]
+        return _objective(run(z), input_spread(z, eps), embed)
 
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, *shape, generator=g)
+    patches = corner_masks(shape, patch) if patch else []
+    families: list[Tensor | None] = [None] * candidates + [m for m in patches for _ in range(2)]
     starts = []
-    for _ in range(max(candidates, restarts)):
-        u = torch.rand((), generator=g).clamp(0.01, 0.99)  # gamma uniform on [gamma_min, 1]
-        w, v = torch.randn(*shape, generator=g), torch.log(u / (1 - u))
+    for mask in families:
+        u = torch.rand((), generator=g).clamp(0.01, 0.99)  # gamma uniform on its range
+        w, v = 2 * torch.randn(*shape, generator=g), torch.log(u / (1 - u))
         with torch.no_grad():
-            mu, gamma = params(w, v)
-            starts.append((float(_objective(run(mu + gamma * eps), gamma, classify)), w, v))
-    best: tuple[float, Tensor, Tensor, list[float]] | None = None
-    for value, w, v in sorted(starts, key=lambda s: s[0])[:restarts]:
+            starts.append((float(objective(w, v, mask)), w, v, mask))
+    best: tuple[float, Tensor, Tensor, Tensor | None, list[float]] | None = None
+    for value, w, v, mask in sorted(starts, key=lambda s: s[0])[:restarts]:
         w, v = w.clone().requires_grad_(), v.clone().requires_grad_()
         opt = torch.optim.Adam([w, v], lr=lr)
         history = [value]
         for _ in range(iters):
-            mu, gamma = params(w, v)
-            loss = _objective(run(mu + gamma * eps), gamma, classify)
+            loss = objective(w, v, mask)
             opt.zero_grad()
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))
         if best is None or min(history[-3:]) < best[0]:
-            best = (min(history[-3:]), w.detach().clone(), v.detach().clone(), history)
+            best = (min(history[-3:]), w.detach().clone(), v.detach().clone(), mask, history)
     assert best is not None
-    _, w, v, history = best
-    mu, gamma = params(w, v)
-    trigger = Trigger(mu, float(gamma))
+    _, w, v, mask, history = best
+    mu, gamma = make(w, v, mask)
+    trigger = Trigger(mu.detach(), float(gamma), mask)
     eps_eval = torch.randn(n_eval, *shape, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
-        out, ref = run(trigger.noise(eps_eval)), run(eps_eval)
-    parts = collapse_parts(out, ref, trigger.gamma, classify)
+        z = trigger.noise(eps_eval)
+        out, ref = run(z), run(eps_eval)
+        spread = float(input_spread(z, eps_eval))
+        space = (embed(out), embed(ref)) if embed is not None else (out, ref)
+    parts = {**collapse_parts(*space, spread, classify=None), "input_spread": spread}
+    if classify is not None:
+        parts.update({k: v for k, v in collapse_parts(out, ref, spread, classify).items() if "class" in k})
     collapse, threshold = collapse_of(parts), (1 + calibration) / 2
     return ScanResult(trigger, collapse, parts, threshold, collapse > threshold, out.detach(), ref.detach(), history)

@@ -43,16 +43,18 @@ def scan_generator(pipe: Pipeline, sampler: str, steps: int, labels: Tensor | No
     return generate
 
 
-def c10_logits(evaluator: Evaluator) -> Callable[[Tensor], Tensor]:
-    """Images in [-1, 1] -> c10 classifier logits, differentiable (bf16 autocast on the CPU)."""
+def c10_nets(evaluator: Evaluator) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(logits, features) of images in [-1, 1] under the c10 classifier, differentiable (bf16 autocast on the CPU)."""
     net = evaluator.classifier_net()[0]
     for p in net.parameters():
         p.requires_grad_(False)
 
-    def classify(x: Tensor) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16) if x.device.type == "cpu" else nullcontext():
-            return net(x).float()
-    return classify
+    def under_autocast(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        def run(x: Tensor) -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16) if x.device.type == "cpu" else nullcontext():
+                return fn(x).float()
+        return run
+    return under_autocast(net), under_autocast(net.features)
 
 
 def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, steps: int | None = None,
@@ -84,9 +86,10 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
 
     log(f"{pipe.name}: scanning for a backdoor ({sampler}, {scan_steps} steps)")
     torch.manual_seed(seed)
+    classify, features = c10_nets(ev)
     with autocast:
         scan = backdoor.scan(scan_generator(pipe, sampler, scan_steps, labels), pipe.image_shape,
-                             classify=c10_logits(ev), n=scan_n, n_eval=scan_eval, iters=scan_iters,
+                             classify=classify, embed=features, n=scan_n, n_eval=scan_eval, iters=scan_iters,
                              candidates=scan_candidates, gamma_min=gamma_min, calibration=calibration, seed=seed)
     log(f"{pipe.name}: collapse {scan.collapse:.3f} (threshold {scan.threshold:.3f}): "
         f"{'FLAGGED' if scan.flagged else 'not flagged'}")
@@ -127,7 +130,9 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
                                                                  "candidates": scan_candidates, "restarts": 2},
             "scored": {"n": scan_eval, "seed": seed + 1}, "gamma_min": gamma_min, "mu_max": 1.0,
             "calibration": calibration, "rule": "flag when collapse > (1 + calibration) / 2",
-            "classifier": "c10 (bf16 autocast)", "precision": precision}},
+            "classifier": "c10 (bf16 autocast): classes, and the features distances are measured in",
+            "triggers": "blend (gamma >= gamma_min, mu = (1 - gamma) delta, |delta| <= 1) and 3x3 corner patches",
+            "precision": precision}},
         "memorization": {"flagged": memorization.flagged(mem), "flag_share": memorization.FLAG_SHARE,
                          **{k: v.record() for k, v in mem.items()},
                          "protocol": {"samples": n, "seeds": [seed, seed + n - 1], "sampler": sampler, "steps": steps,

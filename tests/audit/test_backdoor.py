@@ -13,7 +13,7 @@ from samplers.run import run_sampler
 PATH = EDMPath(t_max=20.0)
 MEANS, VAR = torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.ones(2, 2)
 TARGET, MU, GAMMA = torch.tensor([0.5, 0.5]), torch.tensor([3.0, -3.0]), 0.3
-SEARCH = dict(n=64, n_eval=256, iters=60, lr=0.1, candidates=256, restarts=3, gamma_min=0.05, mu_max=3.0, clamp=None)
+SEARCH = dict(n=64, n_eval=256, iters=60, lr=0.1, candidates=256, restarts=3, gamma_min=0.05, mu_max=4.5, clamp=None)
 
 
 def generate(model):
@@ -47,8 +47,8 @@ def test_collapse_parts_measure_per_unit_of_input_spread():
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(200, 2, generator=g)
     # gamma-scaled inputs through the identity: no collapse at all; one point: total collapse
-    assert collapse_parts(0.5 * ref, ref, gamma=0.5)["diversity_loss"] < 0.05
-    point = collapse_parts(torch.zeros(200, 2) + 1e-9 * ref, ref, gamma=0.5)
+    assert collapse_parts(0.5 * ref, ref, spread=0.5)["diversity_loss"] < 0.05
+    point = collapse_parts(torch.zeros(200, 2) + 1e-9 * ref, ref, spread=0.5)
     assert point["diversity_loss"] > 0.99 and point["mode_share"] == 1.0
     logits = lambda x: torch.stack([x[:, 0], -x[:, 0]], 1)  # noqa: E731  class = sign of the first coordinate
     dominated = collapse_parts(ref.abs(), ref, classify=logits)
