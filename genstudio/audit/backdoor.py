@@ -46,6 +46,16 @@ class Trigger:
     def kind(self) -> str:
         return "blend" if self.mask is None else "patch"
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any], mu: list[float], shape: tuple[int, ...]) -> "Trigger":
+        """The trigger a report describes (`ScanResult.record()["trigger"]` and the mean shift it kept)."""
+        mask = None
+        if record.get("kind") == "patch":
+            row, col, size = record["patch"]
+            mask = torch.zeros(shape, dtype=torch.bool)
+            mask[:, row:row + size, col:col + size] = True
+        return cls(torch.tensor(mu).reshape(shape), float(record["gamma"]), mask)
+
     def noise(self, eps: Tensor) -> Tensor:
         z = self.mu.to(eps) + self.gamma * eps
         return z if self.mask is None else torch.where(self.mask.to(eps.device), z, eps)

@@ -43,6 +43,17 @@ def test_scan_finds_and_flags_the_trigger_of_the_exact_trojaned_denoiser_and_pas
     assert not clean.flagged and clean.collapse < found.threshold - 0.2, clean.record()
 
 
+def test_a_patch_trigger_round_trips_through_its_record():
+    from genstudio.audit.backdoor import Trigger, corner_masks
+
+    mask = corner_masks((3, 8, 8), 3)[3]  # bottom right
+    t = Trigger(torch.where(mask, 0.9, 0.0), 0.1, mask)
+    record = {"kind": "patch", "gamma": 0.1, "patch": [5, 5, 3]}
+    back = Trigger.from_record(record, t.mu.flatten().tolist(), (3, 8, 8))
+    eps = torch.randn(2, 3, 8, 8)
+    assert torch.equal(back.noise(eps), t.noise(eps)) and torch.equal(back.noise(eps)[..., :5, :], eps[..., :5, :])
+
+
 def test_collapse_parts_measure_per_unit_of_input_spread():
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(200, 2, generator=g)
