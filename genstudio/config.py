@@ -62,7 +62,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0         # 0: no clipping
-    mixed_precision: str = "no"    # no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, no elsewhere) | no | bf16 | fp16
+    compile: str = "auto"          # torch.compile the network: auto (on CUDA only) | on | off
+    channels_last: str = "auto"    # channels_last memory format: auto (on CUDA only) | on | off
+    sync_every: int = 0            # read losses and non-finite flags back every N steps (0: 1 on CPU, 50 on CUDA)
     ema_half_life_kimg: float = 0.0
     ema_rampup_ratio: float = 0.05
     ema_decay: float = 0.999       # used when ema_half_life_kimg is 0
@@ -92,12 +95,14 @@ class Config:
 
 
 _SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "data": DataConfig, "train": TrainConfig}
-_CHOICES = {("train", "mixed_precision"): ("no", "bf16", "fp16"), ("model", "network"): tuple(PRESETS)}
+SWITCHES = ("auto", "on", "off")  # speed switches, resolved per device by genstudio.speed
+_CHOICES = {("train", "mixed_precision"): ("auto", "no", "bf16", "fp16"), ("model", "network"): tuple(PRESETS),
+            ("train", "compile"): SWITCHES, ("train", "channels_last"): SWITCHES}
 _POSITIVE = {("train", k) for k in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
                                     "log_every", "sample_steps", "sample_count", "max_nonfinite")}
 _POSITIVE |= {("data", "image_size")}
 _NONNEGATIVE = {("train", k) for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "ema_half_life_kimg",
-                                       "ema_rampup_ratio", "sample_every")}
+                                       "ema_rampup_ratio", "sample_every", "sync_every")}
 _NONNEGATIVE |= {("data", "limit"), ("model", "num_classes")}
 _AT_MOST = {("train", "lr"): 10.0}  # a larger step overflows AdamW's update long before it could train
 

@@ -29,9 +29,11 @@ class EMA(nn.Module):
         return 0.5 ** (batch_images / max(half_life, 1e-8))
 
     @torch.no_grad()
-    def update(self, model: nn.Module, images_seen: int, batch_images: int) -> None:
-        beta = self.beta(images_seen, batch_images)
-        for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p.detach().to(p_ema.dtype), 1 - beta)
+    def update(self, model: nn.Module, images_seen: int, batch_images: int, ok: torch.Tensor | None = None) -> None:
+        """One EMA step towards `model`; `ok` (a 0-dim 1.0 or 0.0 on the device) gates it without a host sync."""
+        weight = 1 - self.beta(images_seen, batch_images)
+        ema_params, params = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        gate = weight if ok is None else ok.to(ema_params[0].device, ema_params[0].dtype) * weight
+        torch._foreach_lerp_(ema_params, [p.to(e.dtype) for e, p in zip(ema_params, params)], gate)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+            b_ema.copy_(b if ok is None else torch.where(ok > 0, b, b_ema))

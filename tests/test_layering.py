@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genstudio.atomic", "genstudio.data", "genstudio.images", "genstudio.pairs", "genstudio.presets",
      "genstudio.processes"),
     ("genstudio.nets", "genstudio.checks", "genstudio.config", "genstudio.model", "genstudio.objective",
-     "genstudio.ema", "genstudio.lineage"),
+     "genstudio.ema", "genstudio.lineage", "genstudio.speed"),
     ("genstudio.families",),
     ("genstudio.checkpoint", "genstudio.interop"),
     ("genstudio.api", "genstudio.edit", "genstudio.train", "genstudio.evaluation", "genstudio.reflow",

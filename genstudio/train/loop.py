@@ -18,11 +18,13 @@ from genstudio.ema import EMA
 from genstudio.images import image_grid, save_png
 from genstudio.lineage import record
 from genstudio.model import Model
+from genstudio.speed import compile_network
 
 from . import continued, state
+from .fast import fast_path, fused_adam, mixed_precision
 from .setup import build_checked, init_weights, summary, training_data
 from .state import NonFiniteLossError, Progress
-from .step import Distributed, TrainingData, train_step
+from .step import Distributed, StepResult, TrainingData, train_step, trial_step
 
 
 class _StopRequested(Exception):
@@ -76,7 +78,7 @@ def _accelerator(config: Config, out: Path):
     from accelerate.utils import ProjectConfiguration
 
     AcceleratorState._reset_state()  # let one process run() several configs (its mixed precision is per run)
-    return Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard",
+    return Accelerator(mixed_precision=mixed_precision(config), log_with="tensorboard",
                        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
 
 
@@ -103,14 +105,20 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
     accelerator = _accelerator(config, out)
     world, main = accelerator.num_processes, accelerator.is_main_process
 
+    fast = fast_path(config, accelerator.device, accelerator.mixed_precision)
+    accelerator.print(f"fast path on {accelerator.device.type}: {fast.describe()}")
+
     ema = EMA(model, tc.ema_half_life_kimg, tc.ema_rampup_ratio, 0.0 if tc.ema_half_life_kimg else tc.ema_decay)
     with accelerator.main_process_first():  # the main process fills the decode cache first
-        data = TrainingData(*training_data(config, model.num_classes))
+        data = TrainingData(*training_data(config, model.num_classes)).to(accelerator.device, fast.channels_last)
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
     extra = objective.extra_modules(model, tuple(data.images.shape[1:]))
     frozen = objective.frozen_modules(lambda folder: load_model(folder, device=accelerator.device)[0])
     groups = objective.optimizer_groups(model, extra)
     optimizer = torch.optim.AdamW([{"params": g.params, "name": g.name, "lr_scale": g.lr_scale} for g in groups],
-                                  lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+                                  lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay,
+                                  fused=fused_adam(accelerator.device))
     model, *prepared, optimizer = accelerator.prepare(model, *extra.values(), optimizer)
     extra = dict(zip(extra, prepared))
     ema.to(accelerator.device)
@@ -160,58 +168,82 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
             export()
         accelerator.wait_for_everyone()
 
+    if fast.compile:
+        compile_network(unwrapped.network, lambda: trial_step(config, accelerator, model, forward, objective,
+                                                                {**extra, **frozen}, data, unwrapped.num_classes))
+
     # ---- the steps ----
+    # The steps run ahead of the host: their losses and flags are read back every fast.sync_every steps (and at
+    # every step that may checkpoint or stop), where skipped updates are counted and a diverging run stopped.
     start = progress.step
     bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=not (main and tc.progress),
                dynamic_ncols=True, desc="train")
     last_time, last_step, stopped, done = time.time(), start, False, start
     save_due = False  # a periodic checkpoint deferred past skipped steps
+    pending: list[StepResult] = []
+
+    def read_back(last: int) -> bool:
+        """Count, report and log the pending steps (ending at step `last`); True if any process asked to stop.
+        Raises NonFiniteLossError when train.max_nonfinite of them in a row were skipped. Every process calls it
+        at the same steps (one reduction)."""
+        nonlocal last_time, last_step
+        rows = torch.stack([torch.stack([r.loss.reshape(()), r.grad_norm.float().reshape(()), *r.flags,
+                                         *(v.reshape(()) for v in r.group_losses.values())]) for r in pending])
+        values = accelerator.reduce(rows, reduction="mean").tolist()  # the flags are equal on every process
+        now = time.time()
+        ips = (last - last_step) * batch_images / max(now - last_time, 1e-9)
+        last_time, last_step = now, last
+        stopping = False
+        for i, (r, (loss, grad_norm, loss_bad, grad_bad, stop_flag, *group)) in enumerate(zip(pending, values)):
+            step = last - len(pending) + i  # 0-based
+            bad = loss_bad > 0 or grad_bad > 0
+            stopping = stopping or stop_flag > 0
+            if bad:
+                progress.skipped_steps += 1
+            if grad_bad > 0 and not loss_bad > 0 and accelerator.scaler is not None:  # fp16 loss scaling
+                accelerator.print(f"step {step + 1}: fp16 gradient overflow; update skipped, loss scale lowered")
+            elif bad:
+                progress.nonfinite_streak += 1
+                accelerator.print(f"step {step + 1}: non-finite loss or gradient ({loss:.4g}); update "
+                                  f"skipped ({progress.nonfinite_streak}/{tc.max_nonfinite} in a row)")
+                if progress.nonfinite_streak >= tc.max_nonfinite:
+                    accelerator.end_training()
+                    last_ckpt = state.latest_checkpoint(out)
+                    raise NonFiniteLossError(
+                        f"{progress.nonfinite_streak} non-finite steps in a row (last at step {step + 1}): training "
+                        f"stopped. Last good checkpoint: {last_ckpt or 'none'}. Lower train.lr, set train.grad_clip, "
+                        f"or try train.mixed_precision = \"no\"; then rerun with --resume.")
+            if not bad:
+                progress.nonfinite_streak = 0
+            if main:
+                state.append_log(out, {"step": step + 1, "time": round(now, 2), "loss": loss, "lr": r.lr,
+                                       "grad_norm": grad_norm, "skipped": bad,
+                                       "skipped_steps": progress.skipped_steps,
+                                       **{f"loss_{k}": v for k, v in zip(r.group_losses, group)}})
+            if (step + 1) % tc.log_every == 0 or step + 1 == tc.max_steps:
+                accelerator.log({"loss": loss, "lr": r.lr, "img_per_s": ips, "grad_norm": grad_norm}, step=step + 1)
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}")
+        pending.clear()
+        return stopping
+
     model.train()
     with _StopFlag() as stop:
         for step in bar:
             r = train_step(step, config=config, accelerator=accelerator, model=model, forward=forward,
                            objective=objective, extra={**extra, **frozen}, optimizer=optimizer, data=data,
                            num_classes=unwrapped.num_classes, stop_requested=lambda: stop.stop)
-            if r.bad:
-                progress.skipped_steps += 1
-            if r.grad_bad and not r.loss_bad and accelerator.scaler is not None:  # fp16 loss scaling
-                accelerator.print(f"step {step + 1}: fp16 gradient overflow; update skipped, loss scale lowered")
-            elif r.bad:
-                progress.nonfinite_streak += 1
-                accelerator.print(f"step {step + 1}: non-finite loss or gradient ({float(r.loss):.4g}); update "
-                                  f"skipped ({progress.nonfinite_streak}/{tc.max_nonfinite} in a row)")
-                if progress.nonfinite_streak >= tc.max_nonfinite:
-                    accelerator.end_training()
-                    last = state.latest_checkpoint(out)
-                    raise NonFiniteLossError(
-                        f"{progress.nonfinite_streak} non-finite steps in a row (last at step {step + 1}): training "
-                        f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr, set train.grad_clip, "
-                        f"or try train.mixed_precision = \"no\"; then rerun with --resume.")
-            if not r.bad:
-                progress.nonfinite_streak = 0
-                ema.update(unwrapped, prior.images_seen + (step + 1) * batch_images, batch_images)
+            ema.update(unwrapped, prior.images_seen + (step + 1) * batch_images, batch_images, ok=r.ok)  # gated
+            pending.append(r)
             done = step + 1
-
-            # ---- logging ----
-            loss_all = float(accelerator.reduce(r.loss.reshape(1), reduction="mean"))
-            if main:
-                state.append_log(out, {"step": done, "time": round(time.time(), 2), "loss": loss_all, "lr": r.lr,
-                                       "grad_norm": float(r.grad_norm), "skipped": r.bad,
-                                       "skipped_steps": progress.skipped_steps,
-                                       **{f"loss_{k}": v for k, v in r.group_losses.items()}})
-            if done % tc.log_every == 0 or done == tc.max_steps:
-                now = time.time()
-                ips = (done - last_step) * batch_images / max(now - last_time, 1e-9)
-                last_time, last_step = now, done
-                accelerator.log({"loss": loss_all, "lr": r.lr, "img_per_s": ips,
-                                 "grad_norm": float(r.grad_norm)}, step=done)
-                bar.set_postfix(loss=f"{loss_all:.4f}", img_s=f"{ips:.0f}")
-            stop_now = r.stopping  # no grid then: checkpoint and exit
+            if not (done % fast.sync_every == 0 or done % tc.checkpoint_every == 0 or done == tc.max_steps
+                    or save_due or (world == 1 and stop.stop) or (tc.sample_every and done % tc.sample_every == 0)):
+                continue  # every process skips the same steps
+            stop_now = read_back(done)  # no grid then: checkpoint and exit
             if tc.sample_every and done % tc.sample_every == 0 and main and not stop_now:
                 if not save_sample_grid(ema.model, defaults, tc.sample_count,
                                         out / "samples" / f"step_{done:08d}.png", should_stop=lambda: stop.stop):
                     accelerator.print(f"stop requested: the step {done} sample grid was abandoned")
-                    # one process stops now; several agree through the next step's flags (one more step)
+                    # one process stops now; several agree through the next readback's flags
                     stop_now = world == 1
 
             # ---- save ----

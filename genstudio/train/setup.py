@@ -18,6 +18,8 @@ from genstudio.model import Model
 from genstudio.objective import Objective
 from genstudio.pairs import is_pairs_folder, load_pairs
 
+from .fast import mixed_precision
+
 
 def build_model(config: Config) -> Model:
     """The model a config describes (every setting checked, no data touched)."""
@@ -90,16 +92,25 @@ def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch
 
 
 def batch_indices(micro_step: int, n: int, batch: int, world: int, rank: int, seed: int) -> torch.Tensor:
-    """The images of one micro-step for one process: epoch e visits randperm(n; seed + e) in order,
+    """The images of one micro-step for one process: epoch e visits epoch_order(n, seed, e) in order,
     split into global batches of batch * world, each process taking its slice."""
+    epoch, start = batch_position(micro_step, n, batch, world, rank)
+    return epoch_order(n, seed, epoch)[start:start + batch]
+
+
+def batch_position(micro_step: int, n: int, batch: int, world: int, rank: int) -> tuple[int, int]:
+    """(epoch, offset into that epoch's order) of one process's micro-batch."""
     global_batch = batch * world
     per_epoch = n // global_batch
     if per_epoch == 0:
         raise ValueError(f"{n} images are fewer than one global batch of {global_batch}")
     epoch, b = divmod(micro_step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    start = b * global_batch + rank * batch
-    return perm[start:start + batch]
+    return epoch, b * global_batch + rank * batch
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which epoch `epoch` visits the n images (on the CPU, so any device sees the same)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def learning_rate(base: float, warmup_steps: int, step: int) -> float:
@@ -130,6 +141,6 @@ def summary(config: Config, step: int, images_seen: int, wall_time_s: float, wor
     non-finite; `batch_size`: images per optimizer step over all processes)."""
     tc = config.train
     return {"steps": step, "images_seen": images_seen, "skipped_steps": skipped_steps, "wall_time_s": wall_time_s,
-            "processes": world, "hardware": hardware(), "precision": precision(tc.mixed_precision),
+            "processes": world, "hardware": hardware(), "precision": precision(mixed_precision(config)),
             "batch_size": tc.batch_size * tc.grad_accum * world, "torch": torch.__version__,
             **({"commit": c} if (c := commit()) else {}), "config": config.to_dict()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -14,14 +14,31 @@ from genstudio.config import Config
 from genstudio.data import random_flip, to_model_range
 from genstudio.objective import Batch
 
-from .setup import batch_indices, learning_rate, step_seed
+from .setup import batch_position, epoch_order, learning_rate, step_seed
 
 
 @dataclass(frozen=True)
 class TrainingData:
+    """The whole training set, held on the training device (uint8 images stay uint8 until a batch is drawn)."""
+
     images: Tensor          # uint8 (N, C, H, W), or float samples of a pairs folder
     labels: Tensor          # int64 (N,)
     noise: Tensor | None    # the pairs' fixed noise, else None
+    channels_last: bool = False
+    _orders: dict = field(default_factory=dict, repr=False)  # epoch -> its permutation on the device
+
+    def to(self, device, channels_last: bool = False) -> "TrainingData":
+        """The same data on `device` (batches in channels_last memory format if asked)."""
+        noise = None if self.noise is None else self.noise.to(device)
+        return TrainingData(self.images.to(device), self.labels.to(device), noise, channels_last)
+
+    def indices(self, micro_step: int, batch: int, world: int, rank: int, seed: int) -> Tensor:
+        """`batch_indices`, from the epoch's permutation moved to the device once per epoch."""
+        epoch, start = batch_position(micro_step, len(self.images), batch, world, rank)
+        if epoch not in self._orders:
+            self._orders.clear()
+            self._orders[epoch] = epoch_order(len(self.images), seed, epoch).to(self.images.device)
+        return self._orders[epoch][start:start + batch]
 
     def batch(self, config: Config, idx: Tensor, device, num_classes: int) -> Batch:
         """Micro-batch `idx` on the device: images in model range (flipped if configured; pairs are kept as
@@ -32,6 +49,9 @@ class TrainingData:
                 x = random_flip(x)
         else:
             x, noise = self.images[idx].to(device), self.noise[idx].to(device)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+            noise = None if noise is None else noise.contiguous(memory_format=torch.channels_last)
         labels = None
         if num_classes:
             labels = self.labels[idx].to(device)
@@ -42,17 +62,18 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class StepResult:
-    loss: Tensor                    # the mean loss over micro-batches (float32, this process)
-    group_losses: dict[str, float]  # per optimizer group, when the objective returns a dict
+    """One step's numbers, left on the device (the loop reads them back every train.sync_every steps)."""
+
+    loss: Tensor                     # the mean loss over micro-batches (float32, this process)
+    group_losses: dict[str, Tensor]  # per optimizer group, when the objective returns a dict
     grad_norm: Tensor
     lr: float
-    loss_bad: bool                  # any process saw a non-finite loss
-    grad_bad: bool                  # ... or gradient
-    stopping: bool                  # any process was asked to stop
+    flags: Tensor                    # (3,) summed over processes: non-finite loss, non-finite gradient, stop asked
 
     @property
-    def bad(self) -> bool:
-        return self.loss_bad or self.grad_bad
+    def ok(self) -> Tensor:
+        """1.0 when the update was applied (every process saw a finite loss and gradient), else 0.0."""
+        return (self.flags[:2].sum() == 0).float()
 
 
 class Distributed:
@@ -78,8 +99,10 @@ def _total(loss) -> tuple[Tensor, dict[str, Tensor]]:
 
 def train_step(step: int, *, config: Config, accelerator, model, forward, objective, extra: dict, optimizer,
                data: TrainingData, num_classes: int, stop_requested: Callable[[], bool]) -> StepResult:
-    """Compute and apply one step's gradient (the caller decides what a skipped step means). `stop_requested()`
-    is read after the backward pass, so a stop asked for during this step stops at its end."""
+    """Compute one step's gradient and apply it unless some process saw a non-finite loss or gradient, deciding
+    that on the device: fused AdamW takes the flag as `found_inf`, as a GradScaler hands it over, so nothing
+    waits for the host (an optimizer without fused kernels, and fp16's loss scaler, decide on the host).
+    `stop_requested()` is read after the backward pass, so a stop asked for during this step is in its flags."""
     tc = config.train
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(step_seed(tc.seed, step, rank))
@@ -89,7 +112,7 @@ def train_step(step: int, *, config: Config, accelerator, model, forward, object
     optimizer.zero_grad(set_to_none=True)
     losses, group_sums = [], {}
     for micro in range(tc.grad_accum):
-        idx = batch_indices(step * tc.grad_accum + micro, len(data.images), tc.batch_size, world, rank, tc.seed)
+        idx = data.indices(step * tc.grad_accum + micro, tc.batch_size, world, rank, tc.seed)
         batch = data.batch(config, idx, accelerator.device, num_classes)
         sync = micro == tc.grad_accum - 1
         with (accelerator.no_sync(model) if not sync else contextlib.nullcontext()), accelerator.autocast():
@@ -97,17 +120,40 @@ def train_step(step: int, *, config: Config, accelerator, model, forward, object
             accelerator.backward(loss / tc.grad_accum)
         losses.append(loss.detach().float())
         for k, v in groups.items():
-            group_sums[k] = group_sums.get(k, 0.0) + float(v.detach()) / tc.grad_accum
+            group_sums[k] = group_sums.get(k, 0) + v.detach().float() / tc.grad_accum
     loss = torch.stack(losses).mean()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = accelerator.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else math.inf)
-    flags = torch.tensor([float(not torch.isfinite(loss)), float(not torch.isfinite(grad_norm)),
-                          float(stop_requested())], device=accelerator.device)
-    loss_bad, grad_bad, stopping = (bool(f > 0) for f in accelerator.reduce(flags, reduction="sum"))
-    if (loss_bad or grad_bad) and accelerator.scaler is not None:
-        optimizer.step()  # the GradScaler skips the update and lowers its scale
-    elif not (loss_bad or grad_bad):
+    bad = torch.stack([(~torch.isfinite(loss)).float(), (~torch.isfinite(grad_norm)).float().reshape(()),
+                       torch.zeros((), device=loss.device) + float(stop_requested())])
+    flags = accelerator.reduce(bad, reduction="sum")
+    result = StepResult(loss, group_sums, grad_norm, lr, flags)
+    inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's wrapper
+    if accelerator.scaler is not None:
+        optimizer.step()  # fp16: the GradScaler skips an update with non-finite gradients and lowers its scale
+    elif inner.defaults.get("fused"):
+        inner.found_inf = 1.0 - result.ok
+        try:
+            optimizer.step()
+        finally:
+            del inner.found_inf
+    elif bool(result.ok):
         optimizer.step()
-    else:
-        optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss, group_sums, grad_norm, lr, loss_bad, grad_bad, stopping)
+    return result
+
+
+def trial_step(config: Config, accelerator, model, forward, objective, extra: dict, data: TrainingData,
+               num_classes: int) -> None:
+    """One forward and backward pass at the training shapes that changes nothing (the RNG is restored, the
+    gradients dropped): it makes torch.compile compile now, where a failure can fall back to eager."""
+    tc = config.train
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        idx = data.indices(0, tc.batch_size, accelerator.num_processes, accelerator.process_index, tc.seed)
+        batch = data.batch(config, idx, accelerator.device, num_classes)
+        with accelerator.autocast():
+            loss, _ = _total(objective.loss(forward, batch, step=0, total_steps=tc.max_steps, extra=extra))
+            accelerator.backward(loss / tc.grad_accum)
+    model.zero_grad(set_to_none=True)
+    for module in extra.values():
+        module.zero_grad(set_to_none=True)

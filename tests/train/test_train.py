@@ -125,7 +125,7 @@ def test_data_order_is_a_pure_function_of_step_and_covers_each_epoch():
 
 
 def test_two_process_cpu_run_trains_and_checkpoints(tmp_path, toy_data):
-    cfg = toy_config(tmp_path, toy_data, max_steps=6, checkpoint_every=3, batch_size=4)
+    cfg = toy_config(tmp_path, toy_data, max_steps=6, checkpoint_every=3, batch_size=4, sync_every=2)
     cfg_path = write_toml(tmp_path / "c.toml", cfg)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
