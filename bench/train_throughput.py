@@ -1,35 +1,43 @@
-"""Training throughput of genstudio's loop against a plain eager PyTorch loop on the same UNet.
+"""Training throughput of genstudio's loop against three others, measured side by side in one run.
 
-    OMP_NUM_THREADS=1 python bench/train_throughput.py --presets tiny --precisions fp32 --steps 10 --threads 1
+    python bench/train_throughput.py --presets tiny,small --repeats 3
 
-For each preset (tiny, small) and precision (fp32, bf16 autocast) it measures, in the same process:
+For each preset (tiny, small; ddpm too where CUDA is present) it times, interleaved arm by arm (ABCD ABCD ...,
+so a shared machine's load falls on every arm alike) and reports the median of `--repeats`:
 
-- plain: `genstudio.train.build_model(config)` (the same Model and UNet2DModel), AdamW and the EDM
-  objective on a fresh random batch each step, `loss.backward(); opt.step(); opt.zero_grad()`, under
-  `torch.autocast(device, bfloat16)` for bf16. `--warmup` untimed steps, then `--steps` timed ones.
-- ours: `genstudio.train.run(config)` on a synthetic image folder (random 32x32 PNGs in two class
-  folders, decoded once into a cache in a temporary directory). A run's wall time includes start-up,
-  data loading and the final checkpoint, so two runs are timed, of `warmup` and `warmup + steps`
-  steps: (t_long - t_short) / steps is the steady-state time of one step, start-up and saving
-  cancelling out. The loop is measured as configured by default (random flips, gradient clipping,
-  EMA update, metrics.jsonl line and loss reduction every step), so the ratio prices those too.
-- FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one forward of the model on one batch
-  (attention counted through the math SDPA kernel, which the counter sees as matmuls); a training
-  step is taken as 3x the forward (forward + backward of about twice the forward).
+- ours: `genstudio.train.run(config)` as configured by default (the fast path's per-device defaults, random
+  flips, clipping, EMA, a metrics.jsonl line per step) on a synthetic image folder (random 32x32 PNGs, decoded
+  once into a cache). A run's wall time includes start-up, data loading, compilation where on, and the final
+  checkpoint, so two runs of `warmup` and `warmup + steps` steps are timed: their difference over `steps` is
+  the steady-state time of one step.
+- plain: a bare eager loop over the same Model (the same UNet2DModel) and EDM objective, on a fresh random
+  batch each step: `loss.backward(); opt.step(); opt.zero_grad()`, torch's default AdamW.
+- diffusers: the train step of diffusers' examples/unconditional_image_generation/train_unconditional.py
+  (its defaults) over the same UNet2DModel: torchvision augmentations (resize, center crop, random flip,
+  to tensor, normalize) in a DataLoader over the PNGs (0 workers), DDPMScheduler(1000) noise and timesteps,
+  MSE to the noise, Accelerator (backward, clip_grad_norm_(1.0)), AdamW(lr 1e-4, betas (0.95, 0.999),
+  weight decay 1e-6, eps 1e-8), cosine schedule with 500 warmup steps, grads set to None, `loss.item()` and
+  `accelerator.log` every step (its EMA is off by default, so here too).
+- lucidrains: denoising-diffusion-pytorch's `Trainer` (its defaults: Adam, EMA every 10 steps, clipping,
+  DataLoader with a worker per CPU) on its own `Unet` (default dim_mults, `dim` chosen for the parameter count
+  closest to the preset's) in its `GaussianDiffusion`, timed like ours by two `train()` runs
+  (calculate_fid=False: FID is no part of a training step).
 
-Runs on the GPU when CUDA is available, else on the CPU. The plain loop runs first for each
-setting, which also warms up kernel caches for the two timed runs of ours. Timings share the
-machine with whatever else runs on it: for stable numbers run it on an otherwise idle machine.
+FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one forward of each arm's network on one batch
+(attention through the math SDPA kernel, which the counter sees as matmuls); a training step is 3x the forward.
+The peak is this machine's bf16 matmul rate, measured in the same run (`--peak-size` square matmuls, best
+of several). Precision: "auto" is bf16 autocast on CUDA and float32 on the CPU (ours' default), for every arm.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -46,8 +54,8 @@ from genstudio.train import build_model, run
 
 IMAGE_SIZE = 32
 MIN_IMAGES = 512
-COLUMNS = ("preset", "precision", "params_M", "gflop_per_step", "plain_img_s", "ours_img_s", "ratio",
-           "plain_gflop_s", "ours_gflop_s")
+ARMS = ("ours", "plain", "diffusers", "lucidrains")
+COLUMNS = ("preset", "arm", "params_M", "gflop_per_step", "img_s", "tflop_s", "peak_frac", "ours_vs")
 
 
 def make_image_folder(root: Path, n: int, size: int = IMAGE_SIZE) -> Path:
@@ -67,37 +75,37 @@ def make_config(preset: str, precision: str, batch_size: int, max_steps: int, da
         "data": {"source": str(data), "image_size": IMAGE_SIZE, "cache_dir": str(work / "cache")},
         "train": {"output_dir": str(work / "run"), "batch_size": batch_size, "max_steps": max_steps,
                   "checkpoint_every": max_steps + 1, "progress": False,
-                  "mixed_precision": "bf16" if precision == "bf16" else "no"},
+                  "mixed_precision": {"auto": "auto", "bf16": "bf16", "fp32": "no"}[precision]},
     })
 
 
-def forward_flops(config: Config, batch_size: int, device: torch.device) -> int:
-    """FLOPs of one forward of the model on one batch."""
-    model = build_model(config).to(device)
-    x = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
-    t = torch.full((batch_size,), 1.0, device=device)
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def bf16_peak(device: torch.device, n: int, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` batches of n x n bf16 matmuls."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    inner = 10 if device.type == "cuda" else 2
+    best = float("inf")
+    for _ in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            a @ b
+        synchronize(device)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return 2 * n**3 / best
+
+
+def flops_of(forward: Callable[[], Any]) -> int:
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(x, t)
+        forward()
     return counter.get_total_flops()
 
 
-def time_plain(config: Config, precision: str, device: torch.device, warmup: int, steps: int) -> float:
-    """Seconds per step of a bare eager loop over the same model and objective."""
-    torch.manual_seed(config.train.seed)
-    model = build_model(config).to(device).train()
-    objective = objective_from_config(config.objective.name, config.objective.options)
-    tc = config.train
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
-    shape = (tc.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
-
-    def step() -> None:
-        x = torch.rand(shape, device=device) * 2 - 1
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = objective(model, x).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
+def timed_loop(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
     for _ in range(warmup):
         step()
     synchronize(device)
@@ -108,54 +116,233 @@ def time_plain(config: Config, precision: str, device: torch.device, warmup: int
     return (time.perf_counter() - start) / steps
 
 
-def time_run(config: Config) -> float:
-    """Wall-clock seconds of one `genstudio.train.run`, in a fresh output folder."""
-    shutil.rmtree(config.train.output_dir, ignore_errors=True)
-    start = time.perf_counter()
-    run(config)
-    elapsed = time.perf_counter() - start
-    shutil.rmtree(config.train.output_dir, ignore_errors=True)
-    return elapsed
-
-
-def time_ours(preset: str, precision: str, batch_size: int, warmup: int, steps: int, data: Path,
-              work: Path) -> float:
-    """Seconds per steady-state step of our loop: the difference of two runs of different lengths."""
-    short = time_run(make_config(preset, precision, batch_size, warmup, data, work))
-    long = time_run(make_config(preset, precision, batch_size, warmup + steps, data, work))
+def difference(timed_run: Callable[[int], float], warmup: int, steps: int) -> float:
+    """Seconds per steady-state step: the difference of two whole runs of different lengths."""
+    short, long = timed_run(warmup), timed_run(warmup + steps)
     return max(long - short, 1e-9) / steps
 
 
-def measure(preset: str, precision: str, args: argparse.Namespace, device: torch.device, data: Path,
-            work: Path) -> dict[str, Any]:
-    config = make_config(preset, precision, args.batch_size, args.warmup + args.steps, data, work)
-    params = sum(p.numel() for p in build_model(config).parameters())
-    train_flops = 3 * forward_flops(config, args.batch_size, device)
-    plain = time_plain(config, precision, device, args.warmup, args.steps)
-    ours = time_ours(preset, precision, args.batch_size, args.warmup, args.steps, data, work)
-    return {"preset": preset, "precision": precision, "params_M": params / 1e6,
-            "gflop_per_step": train_flops / 1e9,
-            "plain_img_s": args.batch_size / plain, "ours_img_s": args.batch_size / ours, "ratio": plain / ours,
-            "plain_gflop_s": train_flops / plain / 1e9, "ours_gflop_s": train_flops / ours / 1e9,
-            "plain_s_per_step": plain, "ours_s_per_step": ours}
+# ---- the arms ----------------------------------------------------------------------------------------------
+
+
+class Ours:
+    def __init__(self, preset, args, device, data, work):
+        self.preset, self.args, self.data, self.work = preset, args, data, work
+        config = make_config(preset, args.precision, args.batch_size, 1, data, work)
+        model = build_model(config).to(device)
+        self.params = sum(p.numel() for p in model.parameters())
+        x = torch.randn(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+        self.flops = 3 * flops_of(lambda: model(x, torch.ones(args.batch_size, device=device)))
+
+    def run(self, steps: int) -> float:
+        config = make_config(self.preset, self.args.precision, self.args.batch_size, steps, self.data, self.work)
+        shutil.rmtree(config.train.output_dir, ignore_errors=True)
+        start = time.perf_counter()
+        run(config)
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(config.train.output_dir, ignore_errors=True)
+        return elapsed
+
+    def seconds_per_step(self) -> float:
+        return difference(self.run, self.args.warmup, self.args.steps)
+
+
+class Plain:
+    def __init__(self, preset, args, device, data, work):
+        config = make_config(preset, args.precision, args.batch_size, 1, data, work)
+        torch.manual_seed(0)
+        self.model = build_model(config).to(device).train()
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.objective = objective_from_config("edm", {})
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=2e-4)
+        self.shape, self.device, self.args = (args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), device, args
+        self.bf16 = uses_bf16(args.precision, device)
+        x = torch.randn(self.shape, device=device)
+        self.flops = 3 * flops_of(lambda: self.model(x, torch.ones(args.batch_size, device=device)))
+
+    def step(self) -> None:
+        x = torch.rand(self.shape, device=self.device) * 2 - 1
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.objective(self.model, x).mean()
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+
+    def seconds_per_step(self) -> float:
+        return timed_loop(self.step, self.device, self.args.warmup, self.args.steps)
+
+
+class PNGFolder(torch.utils.data.Dataset):
+    """The PNGs of a folder as PIL images through `transform` (what the example's imagefolder dataset hands it)."""
+
+    def __init__(self, root: Path, transform):
+        self.files, self.transform = sorted(root.rglob("*.png")), transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        with Image.open(self.files[i]) as im:
+            return {"input": self.transform(im.convert("RGB"))}
+
+
+class DiffusersExample:
+    def __init__(self, preset, args, device, data, work):
+        import torch.nn.functional as F
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+        from torchvision import transforms as T
+
+        self.args, self.device, self.F = args, device, F
+        config = make_config(preset, args.precision, args.batch_size, 1, data, work)
+        unet = build_model(config).network.unet  # the same UNet2DModel
+        self.params = sum(p.numel() for p in unet.parameters())
+        x = torch.randn(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
+        self.flops = 3 * flops_of(lambda: unet(x, torch.ones(args.batch_size)))
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(mixed_precision="bf16" if uses_bf16(args.precision, device) else "no",
+                                       log_with="tensorboard", project_dir=str(work / "diffusers"))
+        self.scheduler = DDPMScheduler(num_train_timesteps=1000)
+        opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+        augment = T.Compose([T.Resize(IMAGE_SIZE, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(IMAGE_SIZE),
+                             T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize([0.5], [0.5])])
+        loader = torch.utils.data.DataLoader(PNGFolder(data, augment), batch_size=args.batch_size, shuffle=True,
+                                             num_workers=0, drop_last=True)
+        lr_scheduler = get_scheduler("cosine", optimizer=opt, num_warmup_steps=500, num_training_steps=10**6)
+        self.unet, self.opt, loader, self.lr_scheduler = self.accelerator.prepare(unet, opt, loader, lr_scheduler)
+        self.accelerator.init_trackers("train_unconditional")
+        self.loader, self.batches, self.global_step = loader, iter(loader), 0
+
+    def step(self) -> None:
+        acc, unet = self.accelerator, self.unet
+        try:
+            batch = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            batch = next(self.batches)
+        clean_images = batch["input"]
+        noise = torch.randn(clean_images.shape, device=clean_images.device)
+        bsz = clean_images.shape[0]
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (bsz,),
+                                  device=clean_images.device).long()
+        noisy_images = self.scheduler.add_noise(clean_images, noise, timesteps)
+        with acc.accumulate(unet):
+            model_output = unet(noisy_images, timesteps).sample
+            loss = self.F.mse_loss(model_output.float(), noise.float())
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(unet.parameters(), 1.0)
+            self.opt.step()
+            self.lr_scheduler.step()
+            self.opt.zero_grad()
+        if acc.sync_gradients:
+            self.global_step += 1
+        logs = {"loss": loss.detach().item(), "lr": self.lr_scheduler.get_last_lr()[0], "step": self.global_step}
+        acc.log(logs, step=self.global_step)
+
+    def seconds_per_step(self) -> float:
+        return timed_loop(self.step, self.device, self.args.warmup, self.args.steps)
+
+
+def lucidrains_unet(params: int):
+    """denoising-diffusion-pytorch's Unet (default dim_mults) with the parameter count closest to `params`."""
+    from denoising_diffusion_pytorch import Unet
+
+    def count(dim: int) -> int:
+        return sum(p.numel() for p in Unet(dim=dim).parameters())
+    dim = min(range(8, 129, 2), key=lambda d: abs(count(d) - params))
+    return Unet(dim=dim), dim
+
+
+class Lucidrains:
+    def __init__(self, preset, args, device, data, work, params: int):
+        from denoising_diffusion_pytorch import GaussianDiffusion
+
+        self.args, self.device, self.data, self.work = args, device, data, work
+        unet, self.dim = lucidrains_unet(params)
+        self.params = sum(p.numel() for p in unet.parameters())
+        x = torch.randn(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
+        self.flops = 3 * flops_of(lambda: unet(x, torch.ones(args.batch_size)))
+        self.make = lambda: GaussianDiffusion(unet, image_size=IMAGE_SIZE)
+
+    def run(self, steps: int) -> float:
+        from accelerate.state import AcceleratorState
+        from denoising_diffusion_pytorch import Trainer
+
+        AcceleratorState._reset_state()
+        folder = self.work / "lucidrains"
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.perf_counter()
+        trainer = Trainer(self.make(), str(self.data), train_batch_size=self.args.batch_size, train_num_steps=steps,
+                          save_and_sample_every=10**9, results_folder=str(folder), calculate_fid=False,
+                          amp=uses_bf16(self.args.precision, self.device), mixed_precision_type="bf16")
+        trainer.train()
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(folder, ignore_errors=True)
+        return elapsed
+
+    def seconds_per_step(self) -> float:
+        return difference(self.run, self.args.warmup, self.args.steps)
+
+
+# ---- the run -----------------------------------------------------------------------------------------------
+
+
+def measure(preset: str, args: argparse.Namespace, device: torch.device, data: Path, work: Path,
+            peak: float) -> list[dict[str, Any]]:
+    arms: dict[str, Any] = {}
+    for name in args.arms:
+        if name == "lucidrains":
+            params = sum(p.numel() for p in build_model(make_config(preset, "fp32", 1, 1, data, work)).parameters())
+            arms[name] = Lucidrains(preset, args, device, data, work, params)
+        else:
+            arms[name] = {"ours": Ours, "plain": Plain, "diffusers": DiffusersExample}[name](
+                preset, args, device, data, work)
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(args.repeats):  # interleaved: every arm once per round
+        for name, arm in arms.items():
+            times[name].append(arm.seconds_per_step())
+            print(f"{preset} round {r + 1}: {name} {args.batch_size / times[name][-1]:.1f} img/s",
+                  file=sys.stderr, flush=True)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    rows = []
+    for name, arm in arms.items():
+        s = median[name]
+        rows.append({"preset": preset, "arm": name + (f" (dim {arm.dim})" if name == "lucidrains" else ""),
+                     "params_M": arm.params / 1e6, "gflop_per_step": arm.flops / 1e9,
+                     "img_s": args.batch_size / s, "tflop_s": arm.flops / s / 1e12, "peak_frac": arm.flops / s / peak,
+                     "ours_vs": median[name] / median["ours"] if "ours" in median else None,
+                     "s_per_step": times[name]})
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="tiny,small", help="comma-separated network presets")
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--presets", default=None, help="comma-separated network presets "
+                        "(default: tiny,small, and ddpm where CUDA is present)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 autocast on CUDA, float32 on the CPU")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (at least 1)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (at least 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--peak-size", type=int, default=None, help="matmul size for the bf16 peak "
+                        "(default 8192 on CUDA, 2048 on the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results here as JSON")
     args = parser.parse_args(argv)
-    args.presets = args.presets.split(",")
-    args.precisions = args.precisions.split(",")
-    if bad := set(args.precisions) - {"fp32", "bf16"}:
-        parser.error(f"unknown precision(s) {sorted(bad)}; use fp32, bf16")
-    if args.warmup < 1 or args.steps < 1 or args.batch_size < 1:
-        parser.error("--warmup, --steps and --batch-size must be at least 1")
+    gpu = torch.cuda.is_available()
+    args.presets = (args.presets or ("tiny,small,ddpm" if gpu else "tiny,small")).split(",")
+    args.arms = args.arms.split(",")
+    if bad := set(args.arms) - set(ARMS):
+        parser.error(f"unknown arm(s) {sorted(bad)}; use {', '.join(ARMS)}")
+    if min(args.warmup, args.steps, args.batch_size, args.repeats) < 1:
+        parser.error("--warmup, --steps, --repeats and --batch-size must be at least 1")
+    if args.batch_size * max(args.warmup + args.steps, 1) > 10**7:
+        parser.error("--batch-size x steps is too large")
     return args
 
 
@@ -164,22 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = bf16_peak(device, args.peak_size or (8192 if device.type == "cuda" else 2048))
     with tempfile.TemporaryDirectory(prefix="genstudio-bench-") as tmp:
         work = Path(tmp)
         data = make_image_folder(work / "images", max(MIN_IMAGES, 2 * args.batch_size))
         load_images(data, image_size=IMAGE_SIZE, cache_dir=work / "cache")  # decode once, outside the timings
-        rows = []
-        for preset in args.presets:
-            for precision in args.precisions:
-                rows.append(measure(preset, precision, args, device, data, work))
-                print(f"done: {preset} {precision}", file=sys.stderr, flush=True)
-    print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up; ratio = ours img/s / plain img/s")
+        rows = [row for preset in args.presets for row in measure(preset, args, device, data, work, peak)]
+    print(f"device {device}, {torch.get_num_threads()} threads, precision {args.precision}, batch {args.batch_size}, "
+          f"median of {args.repeats} interleaved rounds of {args.steps} timed steps after {args.warmup}; "
+          f"bf16 matmul peak {peak / 1e12:.3g} TFLOP/s measured now; ours_vs = this arm's s/step / ours")
     print(format_table(rows, COLUMNS))
     if args.out:
-        report = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-                  "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__, "results": rows}
-        write_json(args.out, report)
+        write_json(args.out, {"device": str(device), "threads": torch.get_num_threads(), "args": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "bf16_peak_flop_s": peak, "torch": torch.__version__, "results": rows})
     return 0
 
 

@@ -30,6 +30,7 @@ from .core.noise import generators, randn_like
 from .families import FAMILIES
 from .images import to_uint8
 from .model import Guided, Model
+from .speed import compile_network
 
 CHECKPOINTS_DIR = Path(os.environ.get("GENSTUDIO_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
 
@@ -80,6 +81,12 @@ class Pipeline:
             raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU here; use device='cpu'")
         model, meta = load_model(path, device=device, dtype=dtype)
         return cls(model, meta, device, Path(path).name)
+
+    def compile(self) -> bool:
+        """torch.compile the network in place (genstudio.speed.compile_network): faster sampling on a GPU after a
+        slow first call per batch shape; the images can differ from eager ones by float rounding. Returns False,
+        saying why, where compilation fails (the network then stays eager). Off unless called."""
+        return compile_network(self.model.network, lambda: self.generate(2, steps=1), what=f"{self.name} network")
 
     @property
     def num_classes(self) -> int:

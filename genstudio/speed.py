@@ -19,8 +19,7 @@ def resolve(switch: str, device: torch.device | str) -> bool:
     return switch == "on" or (switch == "auto" and torch.device(device).type == "cuda")
 
 
-def compile_network(network: nn.Module, trial: Callable[[], object], what: str = "network",
-                    switch: str = "train.compile") -> bool:
+def compile_network(network: nn.Module, trial: Callable[[], object], what: str = "network", hint: str = "") -> bool:
     """torch.compile `network` in place (nn.Module.compile: its state_dict keys stay as they are), then call
     `trial()` (a first call at the real shapes: compilation happens there). If that fails, say why, undo the
     compilation and return False: the caller runs the network eagerly."""
@@ -31,7 +30,7 @@ def compile_network(network: nn.Module, trial: Callable[[], object], what: str =
         network._compiled_call_impl = None  # undo nn.Module.compile
         torch._dynamo.reset()
         reason = (str(e).strip().splitlines() or [""])[0][:300]
-        print(f"torch.compile of the {what} failed ({type(e).__name__}: {reason}); running it eagerly instead. "
-              f"Set {switch} = \"off\" to skip the attempt.", file=sys.stderr)
+        print(f"torch.compile of the {what} failed ({type(e).__name__}: {reason}); running it eagerly instead."
+              + (f" {hint}" if hint else ""), file=sys.stderr)
         return False
     return True

@@ -170,7 +170,8 @@ def run(config: Config, resume: bool = False) -> dict[str, Any]:
 
     if fast.compile:
         compile_network(unwrapped.network, lambda: trial_step(config, accelerator, model, forward, objective,
-                                                                {**extra, **frozen}, data, unwrapped.num_classes))
+                                                               {**extra, **frozen}, data, unwrapped.num_classes),
+                        hint='Set train.compile = "off" to skip the attempt.')
 
     # ---- the steps ----
     # The steps run ahead of the host: their losses and flags are read back every fast.sync_every steps (and at
