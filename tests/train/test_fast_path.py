@@ -11,7 +11,7 @@ from genstudio.config import config_from_dict
 from genstudio.train import NonFiniteLossError, latest_checkpoint, run
 from genstudio.train.fast import fast_path
 from tests.helpers import toy_config
-from tests.train.runs import losses, patch_objective
+from tests.train.runs import losses, patch_objective, wrap_objective
 
 
 def _records(run_dir):
@@ -72,3 +72,12 @@ def test_the_auto_settings_per_device():
     assert fast_path(cfg, torch.device("cuda"), "fp16").sync_every == 1  # its loss scaler decides on the host
     off = config_from_dict({"train": {"compile": "off", "channels_last": "off", "sync_every": 7}})
     assert fast_path(off, torch.device("cuda"), "bf16") == type(gpu)("bf16", False, False, 7)
+
+
+def test_per_group_losses_are_read_back_into_the_log(tmp_path, toy_data, monkeypatch):
+    def two_groups(loss, model, batch, **kw):
+        return {"a": loss(model, batch, **kw), "b": batch.x0[:, 0, 0, 0]}
+    wrap_objective(monkeypatch, two_groups)
+    out = _run(tmp_path, toy_data, "run", max_steps=4, sync_every=3)
+    for r in _records(out):
+        assert r["loss"] == pytest.approx(r["loss_a"] + r["loss_b"], rel=1e-6) and r["loss_a"] > 0
