@@ -7,9 +7,9 @@ so a shared machine's load falls on every arm alike) and reports the median of `
 
 - ours: `genstudio.train.run(config)` as configured by default (the fast path's per-device defaults, random
   flips, clipping, EMA, a metrics.jsonl line per step) on a synthetic image folder (random 32x32 PNGs, decoded
-  once into a cache). A run's wall time includes start-up, data loading, compilation where on, and the final
-  checkpoint, so two runs of `warmup` and `warmup + steps` steps are timed: their difference over `steps` is
-  the steady-state time of one step.
+  once into a cache), one run of `warmup + steps` steps. The steady-state time per step comes from the run's
+  own metrics.jsonl time stamps (taken at each readback) after `warmup` steps, so start-up, data loading,
+  compilation and the final checkpoint are left out.
 - plain: a bare eager loop over the same Model (the same UNet2DModel) and EDM objective, on a fresh random
   batch each step: `loss.backward(); opt.step(); opt.zero_grad()`, torch's default AdamW.
 - diffusers: the train step of diffusers' examples/unconditional_image_generation/train_unconditional.py
@@ -20,8 +20,8 @@ so a shared machine's load falls on every arm alike) and reports the median of `
   `accelerator.log` every step (its EMA is off by default, so here too).
 - lucidrains: denoising-diffusion-pytorch's `Trainer` (its defaults: Adam, EMA every 10 steps, clipping,
   DataLoader with a worker per CPU) on its own `Unet` (default dim_mults, `dim` chosen for the parameter count
-  closest to the preset's) in its `GaussianDiffusion`, timed like ours by two `train()` runs
-  (calculate_fid=False: FID is no part of a training step).
+  closest to the preset's) in its `GaussianDiffusion`, one `train()` of `warmup + steps` steps timed by a hook
+  that reads the clock after each optimizer step (calculate_fid=False: FID is no part of a training step).
 
 FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one forward of each arm's network on one batch
 (attention through the math SDPA kernel, which the counter sees as matmuls); a training step is 3x the forward.
@@ -46,7 +46,7 @@ from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from genstudio.atomic import write_json
+from genstudio.atomic import read_jsonl, write_json
 from genstudio.config import Config, config_from_dict
 from genstudio.data import load_images
 from genstudio.families import objective_from_config
@@ -116,12 +116,6 @@ def timed_loop(step: Callable[[], None], device: torch.device, warmup: int, step
     return (time.perf_counter() - start) / steps
 
 
-def difference(timed_run: Callable[[int], float], warmup: int, steps: int) -> float:
-    """Seconds per steady-state step: the difference of two whole runs of different lengths."""
-    short, long = timed_run(warmup), timed_run(warmup + steps)
-    return max(long - short, 1e-9) / steps
-
-
 # ---- the arms ----------------------------------------------------------------------------------------------
 
 
@@ -134,17 +128,21 @@ class Ours:
         x = torch.randn(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
         self.flops = 3 * flops_of(lambda: model(x, torch.ones(args.batch_size, device=device)))
 
-    def run(self, steps: int) -> float:
-        config = make_config(self.preset, self.args.precision, self.args.batch_size, steps, self.data, self.work)
-        shutil.rmtree(config.train.output_dir, ignore_errors=True)
-        start = time.perf_counter()
-        run(config)
-        elapsed = time.perf_counter() - start
-        shutil.rmtree(config.train.output_dir, ignore_errors=True)
-        return elapsed
-
     def seconds_per_step(self) -> float:
-        return difference(self.run, self.args.warmup, self.args.steps)
+        """One run of warmup + steps, timed from its metrics.jsonl: the lines of one readback share its time, so
+        the time per step is that between the first readback at or after `warmup` and the last step's."""
+        total = self.args.warmup + self.args.steps
+        config = make_config(self.preset, self.args.precision, self.args.batch_size, total, self.data, self.work)
+        out = Path(config.train.output_dir)
+        shutil.rmtree(out, ignore_errors=True)
+        run(config)
+        records = read_jsonl(out / "metrics.jsonl")
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = next(r["time"] for r in records if r["step"] >= self.args.warmup)
+        s0 = max(r["step"] for r in records if r["time"] == t0)
+        if s0 == total:
+            raise SystemExit(f"no readback between step {self.args.warmup} and the last: raise --steps")
+        return (records[-1]["time"] - t0) / (total - s0)
 
 
 class Plain:
@@ -267,24 +265,28 @@ class Lucidrains:
         self.flops = 3 * flops_of(lambda: unet(x, torch.ones(args.batch_size)))
         self.make = lambda: GaussianDiffusion(unet, image_size=IMAGE_SIZE)
 
-    def run(self, steps: int) -> float:
+    def seconds_per_step(self) -> float:
+        """One `train()` of warmup + steps, timed at each optimizer step by a hook that only reads the clock."""
         from accelerate.state import AcceleratorState
         from denoising_diffusion_pytorch import Trainer
 
         AcceleratorState._reset_state()
         folder = self.work / "lucidrains"
         shutil.rmtree(folder, ignore_errors=True)
-        start = time.perf_counter()
-        trainer = Trainer(self.make(), str(self.data), train_batch_size=self.args.batch_size, train_num_steps=steps,
+        total = self.args.warmup + self.args.steps
+        trainer = Trainer(self.make(), str(self.data), train_batch_size=self.args.batch_size, train_num_steps=total,
                           save_and_sample_every=10**9, results_folder=str(folder), calculate_fid=False,
                           amp=uses_bf16(self.args.precision, self.device), mixed_precision_type="bf16")
-        trainer.train()
-        elapsed = time.perf_counter() - start
-        shutil.rmtree(folder, ignore_errors=True)
-        return elapsed
+        stamps, step = [], trainer.opt.step
 
-    def seconds_per_step(self) -> float:
-        return difference(self.run, self.args.warmup, self.args.steps)
+        def timed_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            stamps.append(time.perf_counter())
+            return out
+        trainer.opt.step = timed_step
+        trainer.train()
+        shutil.rmtree(folder, ignore_errors=True)
+        return (stamps[-1] - stamps[self.args.warmup - 1]) / self.args.steps
 
 
 # ---- the run -----------------------------------------------------------------------------------------------
