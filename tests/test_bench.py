@@ -54,9 +54,10 @@ def test_improve_benchmark_on_a_micro_model(tmp_path):
 
     data = make_toy_folder(tmp_path / "toy")
     run(config_from_dict(toy_config(tmp_path, data, max_steps=4, batch_size=4, log_every=4, sample_every=0)))
-    report, stdout = _run("improve.py", "--checkpoint", str(tmp_path / "run" / "model"), "--work", str(tmp_path / "w"),
-                          "--n-report", "8", "--sampler", "dpmpp_2m", "--grid-nfes", "2", "--grid-n", "2", "--grid-evals", "3",
-                          "--teacher-steps", "4", "--n-self", "8", "--n-select", "8", "--finetune-images", "8",
+    report, stdout = _run("improve.py", "--checkpoint", str(tmp_path / "run" / "model"),
+                          "--work", str(tmp_path / "w"), "--n-report", "8", "--sampler", "dpmpp_2m",
+                          "--grid-nfes", "2", "--grid-n", "2", "--grid-evals", "3", "--teacher-steps", "4",
+                          "--n-self", "8", "--n-select", "8", "--finetune-images", "8",
                           "--weights", "0,1", "--metrics", "fid", "--reference", str(data), "--classifier",
                           str(random_classifier(tmp_path / "clf.safetensors")), "--batch-size", "8",
                           "--cache-dir", str(tmp_path / "cache"), tmp_path=tmp_path)
