@@ -258,7 +258,7 @@ def test_training_on_reflow_pairs_uses_their_noise(tmp_path, monkeypatch):
     run(config_from_dict(cfg))
     assert len(seen) == 3 and all(any(torch.equal(n, pairs.noise[i]) for i in range(16)) for n in seen[0])
     monkeypatch.undo()
-    cfg["objective"] = {"name": "edm"}
+    cfg["objective"] = {"name": "trojdiff_flow_matching"}  # it draws its own (trigger) noise: no fixed coupling
     cfg["train"]["output_dir"] = str(tmp_path / "run2")
     with pytest.raises(ConfigError, match="cannot train on \\(noise, sample\\) pairs"):
         run(config_from_dict(cfg))
