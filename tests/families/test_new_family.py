@@ -87,7 +87,7 @@ def test_a_family_defined_here_trains_exports_loads_samples_and_shows_in_the_stu
 
     demo = build([result["model"]])
     dropdowns = [b for b in demo.blocks.values() if getattr(b, "label", "") and b.label.startswith("model (")]
-    assert [c[0] for c in dropdowns[0].choices] == [result["model"]]
+    assert dropdowns[0].choices == [("run", result["model"])]  # by name (a run's model/: the run's), path as value
     assert demo.studio.pipe(result["model"]).model.family == "toy_x0_flow"
 
 
