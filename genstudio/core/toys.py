@@ -20,16 +20,21 @@ class GaussianMixtureDenoiser(nn.Module):
         k = means.shape[0]
         self.weights = (weights if weights is not None else torch.full((k,), 1.0 / k)).double()
 
-    def forward(self, x: Tensor, t, labels=None) -> Tensor:
-        shape, dtype = x.shape, x.dtype
-        x = x.reshape(shape[0], -1).double()
+    def components(self, x: Tensor, t) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For flat float64 x (B, D): log N(x; alpha mu_k, alpha^2 var_k + sigma^2) up to a constant (B, K), the
+        posterior means E[x0 | x_t, k] (B, K, D), and alpha, sigma (B, 1)."""
         t = expand(t, x).double()
         a, s = self.path.alpha(t), self.path.sigma(t)  # (B, 1)
         var_t = a[:, None] ** 2 * self.variances[None] + s[:, None] ** 2  # (B, K, D)
         diff = x[:, None] - a[:, None] * self.means[None]
-        logp = -0.5 * ((diff**2) / var_t + torch.log(var_t)).sum(-1) + torch.log(self.weights)[None]
-        resp = torch.softmax(logp, dim=1)  # (B, K)
-        post = self.means[None] + a[:, None] * self.variances[None] / var_t * diff  # E[x0 | x_t, k]
+        logp = -0.5 * ((diff**2) / var_t + torch.log(var_t)).sum(-1)
+        post = self.means[None] + a[:, None] * self.variances[None] / var_t * diff
+        return logp, post, a, s
+
+    def forward(self, x: Tensor, t, labels=None) -> Tensor:
+        shape, dtype = x.shape, x.dtype
+        logp, post, _, _ = self.components(x.reshape(shape[0], -1).double(), t)
+        resp = torch.softmax(logp + torch.log(self.weights)[None], dim=1)  # (B, K)
         return (resp[..., None] * post).sum(1).reshape(shape).to(dtype)
 
 
@@ -66,15 +71,11 @@ class TrojanedMixtureDenoiser(GaussianMixtureDenoiser):
     def forward(self, x: Tensor, t, labels=None) -> Tensor:
         shape, dtype = x.shape, x.dtype
         x = x.reshape(shape[0], -1).double()
-        t = expand(t, x).double()
-        a, s = self.path.alpha(t), self.path.sigma(t)  # (B, 1)
-        var_t = a[:, None] ** 2 * self.variances[None] + s[:, None] ** 2  # (B, K, D)
-        diff = x[:, None] - a[:, None] * self.means[None]
-        logp = -0.5 * ((diff**2) / var_t + torch.log(var_t)).sum(-1) + torch.log((1 - self.poison) * self.weights)[None]
+        logp, post, a, s = self.components(x, t)
+        logp = logp + torch.log((1 - self.poison) * self.weights)[None]
         var_y = (s * self.gamma) ** 2  # (B, 1): x_t | trojan ~ N(alpha y + sigma mu, sigma^2 gamma^2 I)
         diff_y = x - a * self.target - s * self.mu
         logp_y = -0.5 * ((diff_y**2) / var_y + torch.log(var_y)).sum(-1) + math.log(self.poison)
         resp = torch.softmax(torch.cat([logp, logp_y[:, None]], 1), dim=1)  # (B, K + 1)
-        post = self.means[None] + a[:, None] * self.variances[None] / var_t * diff  # E[x0 | x_t, k]
         out = (resp[:, :-1, None] * post).sum(1) + resp[:, -1:] * self.target
         return out.reshape(shape).to(dtype)
