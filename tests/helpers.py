@@ -280,3 +280,17 @@ def workbench(root: Path) -> tuple[list[Path], dict]:
     evaluator = {"classifier": str(random_classifier(root / "clf.safetensors")), "reference": str(reference),
                  "cache_dir": str(root / "cache")}
     return checkpoints, {"runs_dir": root / "runs", "config_dirs": [configs], "evaluator": evaluator}
+
+
+def refused_wrongly(client, cases, ctx) -> list[str]:
+    """Each case (endpoint, args(ctx), message) must end in an error whose text holds message (gradio_client raises
+    AppError carrying the gr.Error's message); returns what went otherwise, one line per case."""
+    failures = []
+    for endpoint, args, message in cases:
+        try:
+            client.predict(*args(ctx), api_name=f"/{endpoint}")
+            failures.append(f"{endpoint} {message}: no error")
+        except Exception as e:
+            if message.lower() not in str(e).lower():
+                failures.append(f"{endpoint}: expected {message!r}, got {type(e).__name__}: {e}")
+    return failures

@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.helpers import SIZE, serve, workbench
+from tests.helpers import SIZE, refused_wrongly, serve, workbench
 from tests.ui.test_ui import editor
 from ui.app import build
 from ui.tabs.compare_models import OWN_DEFAULT
@@ -195,14 +195,7 @@ BAD = [  # (endpoint, arguments, a piece of the message)
 
 def test_bad_inputs_to_the_new_tabs_get_clear_messages_and_the_server_stays_up(ctx):
     client = ctx["client"]
-    failures = []
-    for endpoint, args, message in BAD:
-        try:
-            client.predict(*args(ctx), api_name=f"/{endpoint}")
-            failures.append(f"{endpoint} {message}: no error")
-        except Exception as e:  # gradio_client raises AppError carrying the gr.Error's message
-            if message.lower() not in str(e).lower():
-                failures.append(f"{endpoint}: expected {message!r}, got {type(e).__name__}: {e}")
+    failures = refused_wrongly(client, BAD, ctx)
     assert not failures, "\n".join(failures)
     assert len({m for _, _, m in BAD}) >= 10
     assert not (ctx["root"] / "runs" / "x").exists() and not Path("/etc/x").exists()  # nothing was started
