@@ -24,6 +24,15 @@ from ..common import (
 from ..components import CheckedEditor, CheckedImage, CheckedNumber, CheckedSlider
 
 
+def _fill_settings(pipe, n, seed, levels, per_level, label, guidance) -> tuple:
+    """The checked settings inpainting and colorization share: (n, seed, levels, per_level, labels, guidance)."""
+    n = V.number(n, "n", integer=True, limits=(1, 16))
+    seed = V.number(seed, "seed", integer=True)
+    levels = V.number(levels, "inpaint_steps", integer=True)
+    per_level = V.number(per_level, "per_level", integer=True)
+    return (n, seed, levels, per_level, *label_guidance(pipe, label, guidance, n))
+
+
 def _edit_image(pipe: Pipeline, editor) -> tuple[np.ndarray, str]:
     """The editor's background image at the model's size, and a note on what was done to it."""
     background, _ = V.editor_parts(editor)
@@ -55,11 +64,8 @@ class Edit:
         background, layers = V.editor_parts(editor)
         image, note = V.model_image(background, pipe.image_shape[1], "image")
         mask = V.mask_from_layers(V.open_image(background), layers, pipe.image_shape[1])
-        n = V.number(n, "n", integer=True, limits=(1, 16))
-        seed = V.number(seed, "seed", integer=True)
-        levels = V.number(levels, "inpaint_steps", integer=True)
-        per_level = V.number(per_level, "per_level", integer=True)
-        labels, guidance = label_guidance(pipe, label, guidance, n)
+        n, seed, levels, per_level, labels, guidance = _fill_settings(pipe, n, seed, levels, per_level, label,
+                                                                      guidance)
         t0 = time.perf_counter()
         out = pipe.inpaint(image, mask, n=n, seed=seed, steps=levels, labels=labels, guidance=guidance,
                            steps_per_level=per_level)
@@ -76,11 +82,8 @@ class Edit:
     def colorize(self, model, editor, n, seed, levels, per_level, label, guidance) -> dict:
         pipe = self.shared.pipe(model)
         image, note = _edit_image(pipe, editor)
-        n = V.number(n, "n", integer=True, limits=(1, 16))
-        seed = V.number(seed, "seed", integer=True)
-        levels = V.number(levels, "inpaint_steps", integer=True)
-        per_level = V.number(per_level, "per_level", integer=True)
-        labels, guidance = label_guidance(pipe, label, guidance, n)
+        n, seed, levels, per_level, labels, guidance = _fill_settings(pipe, n, seed, levels, per_level, label,
+                                                                      guidance)
         t0 = time.perf_counter()
         out = pipe.colorize(image, n=n, seed=seed, steps=levels, labels=labels, guidance=guidance,
                             steps_per_level=per_level)
