@@ -64,3 +64,17 @@ def test_improve_benchmark_on_a_micro_model(tmp_path):
     assert report["base"]["seeds"] == [0, 7] and report["seed_noise"]["second_seeds"] == [8, 15]
     assert {r["grid"] for r in report["grids"]} == {"uniform", "quadratic", "karras", "logsnr", "learned_dpmpp_2m_nfe2"}
     assert report["neon"]["record"]["selection"]["seeds"] == [50_000, 50_007] and "Neon (w = " in stdout
+
+
+def test_recipe_benchmark_on_toy_images(tmp_path):
+    from tests.helpers import make_toy_folder, random_classifier
+
+    data = make_toy_folder(tmp_path / "toy", n_per_class=50, size=32)  # the peer's Trainer asks for 100 images
+    report, stdout = _run("recipe_vs_peers.py", "--images", "16", "--n", "4", "--batch-size", "8", "--peer-dim", "8",
+                          "--peer-sampling-steps", "2", "--data", str(data), "--reference", str(data),
+                          "--classifier", str(random_classifier(tmp_path / "clf.safetensors")),
+                          "--cache-dir", str(tmp_path / "cache"), "--eval-batch", "4", "--threads", "1",
+                          tmp_path=tmp_path)
+    ours, peer = report["results"]
+    assert ours["images"] == peer["images"] == 16 and (ours["nfe"], peer["nfe"]) == (10, 2)
+    assert peer["fid_vs_ours"] == peer["c10_fid"] / ours["c10_fid"] and "fid_vs_ours" in stdout
