@@ -140,6 +140,24 @@ def train(model, data_fn, objective, steps=1500, batch=256, label_dropout=0.0):
     return model.eval()
 
 
+
+def train_players(model, objective, data_fn, extra=None, steps=1500, batch=256, lr=2e-3, betas=(0.9, 0.999)):
+    """The trainer's contract on a toy: the objective's extra modules (plus `extra`, e.g. a frozen teacher), its
+    optimizer groups with their learning-rate scales, the sum of its per-group losses, Adam with a cosine decay."""
+    torch.manual_seed(0)
+    extra = {**objective.extra_modules(model, (2,)), **(extra or {})}
+    groups = objective.optimizer_groups(model, extra)
+    opt = torch.optim.Adam([{"params": g.params, "lr": lr * g.lr_scale} for g in groups], betas=betas)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss = sum(v.mean() for v in objective(model, data_fn(batch, g), extra=extra).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval(), extra
+
 # -- the consistency toy: three tight clusters, an MLP consistency model and its one- or two-step sampler ----------
 
 CM_PATH = EDMPath(t_max=10.0)
