@@ -240,6 +240,10 @@ class Pipeline:
         """Frames along a slerp between two seeds' noises or two images' inverted latents (genstudio.edit)."""
         return self.editor("interpolate").fn(self, frames, seeds, **kwargs)
 
+    def project(self, images: np.ndarray, **kwargs) -> SampleResult:
+        """An idempotent network's projection of (corrupted) images: f applied `steps` times (genstudio.edit)."""
+        return self.editor("project").fn(self, images, **kwargs)
+
     def reconstruct(self, images: np.ndarray, **kwargs) -> SampleResult:
         """A flow's or a VAE's images through its latent and back (genstudio.edit.reconstruct)."""
         return self.editor("reconstruct").fn(self, images, **kwargs)

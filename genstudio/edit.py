@@ -421,3 +421,31 @@ def reconstruct(pipe, images: np.ndarray, callback=None):
     t0 = time.perf_counter()
     x = pipe.model(pipe.model.latent(model_images(pipe, images)))
     return SampleResult(to_uint8(x), 1, time.perf_counter() - t0, "reconstruct", 1, "none")
+
+
+# ---- an idempotent network: projection onto its image ---------------------------------------------------------
+
+@register_editor(name="project", kinds=("idempotent",), paper="Shocher et al. 2024, Idempotent Generative Network, "
+                 "Sec. 4 (projection of corrupted inputs)",
+                 describe=lambda steps=1, **_: f"f applied {steps} time(s)")
+@torch.no_grad()
+def project(pipe, images: np.ndarray, steps: int = 1, noise: float = 0.0, seed: int = 0, callback=None):
+    """Each (corrupted) image through the idempotent network f, `steps` times (zero-shot restoration: f maps
+    its input to the data manifold it was trained to be the identity on), after adding Gaussian noise of std `noise`
+    (in model range [-1, 1], image i's from seed + i; 0: none)."""
+    from .api import SampleResult
+
+    if not (isinstance(steps, int) and 1 <= steps <= 10):
+        raise ValueError(f"steps must be an integer in [1, 10], got {steps!r}")
+    if not 0 <= float(noise) <= 2:
+        raise ValueError(f"noise must be in [0, 2], got {noise}")
+    t0 = time.perf_counter()
+    x = model_images(pipe, images)
+    if noise:
+        x = x + float(noise) * randn_like(x, generators(range(seed, seed + len(x))))
+    field = pipe.field(None, len(x), 1.0)
+    for i in range(steps):
+        x = field.x0(x, pipe.model.path.t_max)
+        if callback:
+            callback(i=i, t=0.0, x=x, x0=x)
+    return SampleResult(to_uint8(x), field.nfe, time.perf_counter() - t0, "project", steps, "none")
