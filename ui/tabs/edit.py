@@ -1,4 +1,4 @@
-"""The Edit tab: inpaint, colorize, SDEdit, purify, interpolate and reconstruct an uploaded (or sent) image."""
+"""The Edit tab: inpaint, colorize, SDEdit, purify, interpolate, reconstruct and project an uploaded (or sent) image."""
 from __future__ import annotations
 
 import time
@@ -178,6 +178,22 @@ class Edit:
         return self._results([(image, "input"), (out, "reconstruction"), (side, "input | reconstruction")], info,
                              side, "reconstruct")
 
+    @user_errors
+    def project(self, model, editor, steps, noise, seed) -> dict:
+        """An idempotent network's f applied to the image (after optional Gaussian noise), `steps` times."""
+        pipe = self.shared.pipe(model)
+        image, note = _edit_image(pipe, editor)
+        steps = V.number(steps, "project_steps", integer=True, limits=(1, 10))
+        noise = V.number(noise, "noise")
+        seed = V.number(seed, "seed", integer=True)
+        res = pipe.project(image, steps=steps, noise=noise, seed=seed)
+        out = res.images[0]
+        side = np.concatenate([image, np.full((image.shape[0], 2, 3), 255, np.uint8), out], axis=1)
+        noised = f", after Gaussian noise of std {noise:g}" if noise else ""
+        info = f"{note}. Projected by f ({steps} time(s){noised}): NFE {res.nfe}, {res.seconds:.2f} s."
+        return self._results([(image, "input"), (out, "projection"), (side, "input | projection")], info, side,
+                             "project")
+
 
 def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
     """Lay out the Edit tab (inside the app's gr.Tabs) and register its events."""
@@ -233,6 +249,11 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
                 with gr.Tab("Reconstruct"):
                     gr.Markdown("A flow or a VAE: the image to its latent and back (exact for a flow).")
                     reconstruct = gr.Button("Reconstruct", variant="primary")
+                with gr.Tab("Project"):
+                    gr.Markdown("An idempotent network (SIGN-style): f(image), a zero-shot restoration.")
+                    j_steps = CheckedSlider(1, 10, value=1, step=1, label="applications of f")
+                    j_noise = CheckedSlider(0, 1, value=0.0, step=0.01, label="first add Gaussian noise of this std")
+                    project = gr.Button("Project", variant="primary")
                 tab.info = gr.Markdown(elem_id="edit-info")
                 tab.gallery = gr.Gallery(label="results", format="png", columns=6, height="auto",
                                          elem_id="edit-gallery", elem_classes="pixelated")
@@ -252,4 +273,5 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Edit:
     interpolate.click(tab.interpolate, [model, tab.image, other, mode, *sampling, seed_a, seed_b, frames, *label],
                       outputs, api_name="interpolate", **HEAVY)
     reconstruct.click(tab.reconstruct, [model, tab.image], outputs, api_name="reconstruct", **HEAVY)
+    project.click(tab.project, [model, tab.image, j_steps, j_noise, tab.seed], outputs, api_name="project", **HEAVY)
     return tab

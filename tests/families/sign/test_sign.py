@@ -4,6 +4,7 @@ trains through the loop from an exported teacher, exports and loads to identical
 one-step samplers and the "project" editor."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +91,21 @@ def test_sign_trains_exports_and_loads_to_identical_outputs(trained):
     assert proj.nfe == 2 and (proj.images == pipe2.project(a.images, steps=2, noise=0.1, seed=1).images).all()
     with pytest.raises(ValueError, match="steps"):
         pipe.project(a.images, steps=0)
+
+
+def test_the_studio_edit_tab_projects_with_the_sign_model(trained, tmp_path):
+    from PIL import Image
+
+    from ui.common import Shared
+    from ui.models import Models
+    from ui.tabs.edit import Edit
+
+    folder = str(trained / "model")
+    tab = Edit(Shared(Models([folder])))
+    for name in ("gallery", "info", "file"):
+        setattr(tab, name, name)
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    out = tab.project(folder, {"background": str(tmp_path / "in.png"), "layers": [], "composite": None}, 2, 0.1, 3)
+    expected = genstudio.load(folder, device="cpu").project(image, steps=2, noise=0.1, seed=3).images[0]
+    assert np.array_equal(out["gallery"][1][0], expected) and "NFE 2" in out["info"]
