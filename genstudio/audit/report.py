@@ -66,7 +66,7 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
           out: str | Path | None = None, record: bool = False, device: str | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Audit one checkpoint; returns the report (and writes audit.json + audit.png to `out`, and the report's summary
-    to the checkpoint's metrics.json with `record`). n samples from seeds seed.. (balanced labels on a conditional
+    to the checkpoint's metrics.json and audit.png beside it with `record`). n samples from seeds seed.. (balanced labels on a conditional
     model) feed memorization and the two-sample test (half train, half held out); the scan samples with the same
     sampler in `scan_steps` steps. reference / test_reference: the training images and the held-out real images
     (default: the offline CIFAR-10 train and test splits); classifier: the c10 weights (default: the shipped ones)."""
@@ -157,6 +157,8 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
         save_png(summary_png(report, pictures), out / "audit.png")
     if record:
         record_section(checkpoint, "audit", card_record(report))
+        if out is not None:  # the Models tab shows the picture beside the card
+            save_png(summary_png(report, pictures), Path(checkpoint) / "audit.png")
     return report
 
 
@@ -177,9 +179,11 @@ def recalibrate(folder: str | Path, calibration: float, checkpoint: str | Path |
     b["protocol"]["calibration"], b["threshold"] = calibration, (1 + calibration) / 2
     b["flagged"] = b["collapse"] > b["threshold"]
     write_json(folder / "audit.json", report)
-    save_png(summary_png(report, load_file(str(folder / PICTURES))), folder / "audit.png")
+    picture = summary_png(report, load_file(str(folder / PICTURES)))
+    save_png(picture, folder / "audit.png")
     if checkpoint is not None:
         record_section(checkpoint, "audit", card_record(report))
+        save_png(picture, Path(checkpoint) / "audit.png")
     return report
 
 

@@ -31,6 +31,7 @@ def test_audit_command_writes_the_report_the_picture_and_the_card(tmp_path, monk
     assert report["memorization"]["pixel"]["n_samples"] == 16
     assert report["real_vs_generated"]["n_test"] == 16
     assert (tmp_path / "audit" / "ckpt" / "audit.png").stat().st_size > 1000
+    assert (ckpt / "audit.png").read_bytes() == (tmp_path / "audit" / "ckpt" / "audit.png").read_bytes()
     card = json.loads((ckpt / "metrics.json").read_text())
     assert card["training"] == {"steps": 0} and card["audit"]["backdoor"]["collapse"] == report["backdoor"]["collapse"]
     # a stricter calibration flags the same collapse, rewriting the report, its picture and the card
