@@ -24,6 +24,7 @@ from .checks import (
     refuse_pickles,
     short,
 )
+from .core.resample import FilteredDown, FilteredUp
 from .presets import PRESETS  # plain data, read by the config without torch
 
 NETWORKS: dict[str, type] = {}
@@ -64,15 +65,22 @@ class UNetBackbone(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "UNetBackbone":
+        """A UNet of UNet2DModel keyword arguments; genstudio's own key "resample" ("conv", the default, or
+        "filtered": AliasFreeUNet) picks the resampling layers."""
         from diffusers import UNet2DModel
 
+        config = dict(config)
+        resample = config.pop("resample", "conv")
+        if resample not in RESAMPLING:
+            raise ValueError(f"model.unet.resample = {resample!r} must be one of {', '.join(RESAMPLING)}")
+        network = RESAMPLING[resample] if cls is UNetBackbone else cls
         levels = len(config.get("block_out_channels", ())) - 1
         size = config.get("sample_size")
         if isinstance(size, int) and levels > 0 and size % 2**levels:
             raise ValueError(f"data.image_size = {size} must be divisible by {2**levels} "
                              f"(the network downsamples {levels} times)")
         try:
-            return cls(UNet2DModel(**config))
+            return network(UNet2DModel(**config))
         except TypeError as e:
             raise ValueError(f"bad UNet2DModel settings {config}: {e}") from None
 
@@ -128,6 +136,68 @@ class UNetBackbone(nn.Module):
         if left:
             raise CheckpointError(f"{folder}: the weights leave {', '.join(left[:5])} unset")
         return cls(unet.eval())
+
+
+class FilteredDownsample(nn.Module):
+    """diffusers' Downsample2D with its stride-2 convolution replaced by the alias-free low-pass, subsampling and
+    the same convolution at stride 1: the same weights under the same names."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.down, self.conv = FilteredDown(), conv
+        conv.stride = (1, 1)
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return self.conv(self.down(x))
+
+
+class FilteredUpsample(nn.Module):
+    """diffusers' Upsample2D with its nearest-neighbour doubling replaced by the alias-free upsampler, then the same
+    convolution."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.up, self.conv = FilteredUp(), conv
+
+    def forward(self, x: Tensor, output_size: Any = None, *args: Any, **kwargs: Any) -> Tensor:
+        if output_size is not None and tuple(output_size) != (2 * x.shape[-2], 2 * x.shape[-1]):
+            raise ValueError(f"FilteredUpsample doubles the size; asked for {tuple(output_size)} from "
+                             f"{tuple(x.shape[-2:])}")
+        return self.conv(self.up(x))
+
+
+@register_network
+class AliasFreeUNet(UNetBackbone):
+    """The UNet with alias-free (Kaiser-windowed sinc) up- and downsampling in place of diffusers' strided and
+    nearest-neighbour ones, no new parameters (Anjum 2024, config B; genstudio.core.resample). Its folder is a
+    plain UNet2DModel's; genstudio.json names this network, so a reader never takes it for a standard UNet."""
+
+    name: ClassVar[str] = "genstudio.AliasFreeUNet2DModel"
+
+    def __init__(self, unet):
+        super().__init__(unet)
+        from diffusers.models.downsampling import Downsample2D
+        from diffusers.models.upsampling import Upsample2D
+
+        for blocks, attr, plain, filtered in ((unet.down_blocks, "downsamplers", Downsample2D, FilteredDownsample),
+                                               (unet.up_blocks, "upsamplers", Upsample2D, FilteredUpsample)):
+            for block in blocks:
+                samplers = getattr(block, attr, None) or []
+                for i, layer in enumerate(samplers):
+                    if type(layer) is not plain or not isinstance(getattr(layer, "conv", None), nn.Conv2d) or \
+                            getattr(layer, "norm", None) is not None or layer.conv.padding != (1, 1):
+                        raise ValueError(f"{type(block).__name__}: the alias-free UNet replaces diffusers' "
+                                         f"{plain.__name__} with a convolution; this block has a "
+                                         f"{type(layer).__name__} (use DownBlock2D/AttnDownBlock2D, "
+                                         "UpBlock2D/AttnUpBlock2D, the conv resampling types and downsample_padding 1)")
+                    samplers[i] = filtered(layer.conv)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**dict(self.unet.config), "resample": "filtered"}
+
+
+RESAMPLING: dict[str, type] = {"conv": UNetBackbone, "filtered": AliasFreeUNet}  # model.unet.resample
 
 
 class SettingsNetwork(nn.Module):

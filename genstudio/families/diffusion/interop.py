@@ -180,7 +180,7 @@ def diffusers_scheduler_config(model: Model) -> dict[str, Any]:
                         "v_prediction")
     if model.num_classes:
         problems.append(f"it is class-conditional ({model.num_classes} classes); DDIMPipeline passes no labels")
-    if set(model.components()) != {"unet"} or not isinstance(model.network, UNetBackbone):
+    if set(model.components()) != {"unet"} or type(model.network) is not UNetBackbone:
         problems.append("its network is not a diffusers UNet2DModel")
     if problems:
         raise ValueError("diffusers cannot represent this model: " + "; ".join(problems))
