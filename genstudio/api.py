@@ -145,9 +145,15 @@ class Pipeline:
     def generate(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int | Sequence[int] = 0,
                  labels: Sequence[int] | int | None = None, guidance: float = 1.0, grid: str | None = None,
                  callback: Callable[..., None] | None = None, batch_size: int = 256,
-                 sampler_options: dict[str, Any] | None = None) -> SampleResult:
-        """Sample n images; returns them with the NFE and wall time. See `sample`."""
+                 sampler_options: dict[str, Any] | None = None, rotation: float = 0.0) -> SampleResult:
+        """Sample n images; returns them with the NFE and wall time. See `sample`. `rotation` (degrees,
+        counterclockwise) turns the state a little after every step so the images come out turned by that much
+        (samplers.run.run_sampler; pixel-space models)."""
         spec, sampler, steps, grid, options = self.sampling_setup(sampler, steps, grid, sampler_options)
+        rotation = float(rotation)
+        if rotation and not (abs(rotation) <= 360 and self.model.state_shape == self.image_shape):
+            raise ValueError(f"rotation = {rotation:g} degrees: it must be in -360..360 and the model must sample "
+                             f"in pixel space (this one's states are {tuple(self.model.state_shape)})")
         ts = self.grid_times(grid, steps)
         seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
         if n < 1 or len(seeds) != n:
@@ -162,7 +168,8 @@ class Pipeline:
             z = randn_like(torch.empty(shape), gens).to(self.device)
             lab = None if label_tensor is None else label_tensor[start:start + batch_size].to(self.device)
             field = Guided(self.model, lab, guidance, self.network_batch)
-            x = run_sampler(spec, field, z, ts, generator=gens, callback=self.decoding(callback), **options)
+            x = run_sampler(spec, field, z, ts, generator=gens, callback=self.decoding(callback), rotation=rotation,
+                            **options)
             out.append(to_uint8(self.model.decode(x)))
             nfe = field.nfe
         return SampleResult(np.concatenate(out), nfe, time.perf_counter() - t0, sampler, steps, grid)

@@ -28,7 +28,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         labels = labels[:args.n]
     options = _sampler_options(args.option)
     result = pipe.generate(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, labels=labels,
-                           guidance=args.guidance, grid=args.grid, sampler_options=options)
+                           guidance=args.guidance, grid=args.grid, sampler_options=options, rotation=args.rotation)
     out = Path(args.out)
     save_png(image_grid(result.images), out / "grid.png")
     for i, img in enumerate(result.images):
@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a sampler option, e.g. --option eta=0.5 or --option S_churn=40 (repeatable)")
+    p.add_argument("--rotation", type=float, default=0.0,
+                   help="degrees (counterclockwise) the state turns over the sampling, a little each step")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="samples")
     p.set_defaults(fn=cmd_sample)

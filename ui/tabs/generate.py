@@ -50,13 +50,15 @@ class Generate:
 
     @user_errors
     def generate(self, model, sampler, steps, grid, seed, randomize, n, label, guidance,
-                 temperature=1.0) -> Iterator[dict]:
+                 temperature=1.0, rotation=0.0) -> Iterator[dict]:
         """Stream the x0 predictions while sampling, then the images, NFE and time, and a PNG grid. `temperature`
-        goes to a sampler that takes one (a flow's or a VAE's one-pass decode)."""
+        goes to a sampler that takes one (a flow's or a VAE's one-pass decode); `rotation` (degrees) turns the
+        state a little after every step (genstudio.rotation)."""
         pipe, sampler = self.shared.pipe_sampler(model, sampler)
         options = ({"temperature": V.number(temperature, "temperature", limits=(0, 2))}
                    if "temperature" in samplers.get(sampler).options else None)
         steps = V.number(steps, "steps", integer=True)
+        rotation = V.number(rotation, "rotation", limits=(-360, 360))
         n = V.number(n, "n", integer=True)
         seed = random.randrange(2**31) if randomize else V.number(seed, "seed", integer=True)
         grid = grid_choice(grid, pipe)  # a learned grid brings its own steps
@@ -72,7 +74,7 @@ class Generate:
             try:
                 updates.put(("done", pipe.generate(n, sampler=sampler, steps=steps, seed=seed, labels=labels,
                                                    guidance=guidance, grid=grid, callback=callback,
-                                                   sampler_options=options)))
+                                                   sampler_options=options, rotation=rotation)))
             except Exception as e:  # reported to the user below
                 updates.put(("error", e))
 
@@ -92,7 +94,8 @@ class Generate:
         res: SampleResult = item[1]
         names = class_names(pipe) if labels else []
         captions = [f"seed {seed + i}" + (f", {names[labels[i]]}" if labels else "") for i in range(n)]
-        info = (f"**{n} images** with {res.sampler}, {res.steps} steps on the {res.grid} grid: "
+        info = (f"**{n} images** with {res.sampler}, {res.steps} steps on the {res.grid} grid"
+                + (f", turned {rotation:g} degrees" if rotation else "") + ": "
                 f"**NFE {res.nfe}**, **{res.seconds:.2f} s**" + (f", guidance {guidance:g}" if labels else ""))
         file = self.shared.file(res.images, f"genstudio_seed{seed}_{res.sampler}{res.steps}")
         yield {self.preview: enlarged(image_grid(res.images)), self.gallery: list(zip(res.images, captions)),
@@ -138,6 +141,8 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
                 tab.guidance = CheckedSlider(0, 10, value=2.0, step=0.1, label="guidance scale (1: none)")
                 tab.temperature = CheckedSlider(0, 2, value=1.0, step=0.05,
                                                 label="temperature (samplers that take one: a flow's or VAE's decode)")
+                tab.rotation = CheckedSlider(-180, 180, value=0, step=1,
+                                             label="rotation (degrees, turned a little after every step)")
                 tab.button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             with gr.Column(scale=2):
                 tab.preview = gr.Image(label="denoising: the model's x0 prediction, live", format="png",
@@ -152,7 +157,7 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
         tab.images = gr.State(None)
 
     tab.button.click(tab.generate, [model, tab.sampler, tab.steps, tab.grid, tab.seed, tab.randomize, tab.n,
-                                    tab.label, tab.guidance, tab.temperature],
+                                    tab.label, tab.guidance, tab.temperature, tab.rotation],
                      [tab.preview, tab.gallery, tab.info, tab.file, tab.images, tab.seed], api_name="generate", **HEAVY)
     tab.gallery.select(_selected, None, tab.index, api_name=False)
     return tab
