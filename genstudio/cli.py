@@ -1,4 +1,4 @@
-"""The `genstudio` command: train | reflow | sample | info | export | learn-grid | neon | studio | eval | sweep |
+"""The `genstudio` command: train | reflow | sample | info | export | learn-grid | neon | sfbd | studio | eval | sweep |
 likelihood | rescore | audit."""
 from __future__ import annotations
 
@@ -89,6 +89,19 @@ def cmd_neon(args: argparse.Namespace) -> int:
     print(f"chose w = {record['w']:g} on seeds {sel['seeds'][0]}..{sel['seeds'][1]} -> {Path(args.out) / 'model'} "
           f"(fine-tuned on {record['finetune']['images']} images of S; {record['seconds']} s). Report its scores "
           f"with genstudio eval {Path(args.out) / 'model'} (seeds 0..n-1)")
+    return 0
+
+
+def cmd_sfbd(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .sfbd import SFBDPlan, sfbd
+
+    config = load_config(args.config, [f"--{kv}" for kv in args.set]).to_dict()  # checked before any work
+    plan = SFBDPlan(config=config, sigma=args.sigma, clean_fraction=args.clean_fraction, seed=args.seed,
+                    rounds=args.rounds, pretrain_steps=args.pretrain_steps, round_steps=args.round_steps,
+                    sampler=args.sampler, steps=args.steps)
+    state = sfbd(plan, args.out)
+    print("\n".join(f"  {name}: {path}" for name, path in state["models"].items()))
     return 0
 
 
@@ -326,6 +339,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp32", action="store_true", help="store the merged weights as float32 (default float16)")
     add_arguments(p)
     p.set_defaults(fn=cmd_neon)
+
+    p = sub.add_parser("sfbd", help="SFBD: train from a clean fraction and fixed noisy copies of the rest, "
+                                    "alternating denoising and retraining (resumable)")
+    p.add_argument("--config", required=True, help="the training config of every stage (any family)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a config override, e.g. --set train.batch_size=32 (repeatable)")
+    p.add_argument("--out", required=True, help="working folder (resumes): pretrain/, round_<r>/train/model")
+    p.add_argument("--sigma", type=float, required=True, help="noise of the noisy copies, model range [-1, 1]")
+    p.add_argument("--clean-fraction", type=float, required=True, help="e.g. 0.04 or 0.1")
+    p.add_argument("--seed", type=int, default=0, help="fixes the clean images and the copies' noise")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--pretrain-steps", type=int, required=True)
+    p.add_argument("--round-steps", type=int, required=True, help="each retraining run, from the last round's model")
+    p.add_argument("--sampler", default="heun", help="the denoising sampler (from sigma down to 0)")
+    p.add_argument("--steps", type=int, default=10, help="its steps")
+    p.set_defaults(fn=cmd_sfbd)
 
     p = sub.add_parser("learn-grid", help="learn a few-step time grid for a sampler at a fixed NFE (stored in the "
                                           "checkpoint's grids.json; then --grid NAME or --grid learned)")

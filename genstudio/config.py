@@ -48,6 +48,7 @@ class DataConfig:
     flip: bool = True
     limit: int = 0                 # use a fixed random subset of this many images (0: all)
     cache_dir: str = ""            # "" : $GENSTUDIO_CACHE or ~/.cache/genstudio
+    noisy: dict = field(default_factory=dict)  # SFBD's data: {sigma, clean_fraction, seed, part}; see NOISY
 
 
 @dataclass
@@ -134,6 +135,33 @@ def _check_type(section: str, key: str, value: Any, expected: type) -> Any:
     return value
 
 
+NOISY = {"sigma": "the noise of the noisy copy, x + sigma eps in model range [-1, 1] (> 0)",
+         "clean_fraction": "the fraction of the images kept clean, in [0, 1]",
+         "seed": "fixes which images stay clean and the noise of each copy (an integer in 0..4095)",
+         "part": '"clean": train on the clean images, "noisy": on the noisy copies of the others'}
+
+
+def check_noisy(noisy: dict[str, Any]) -> None:
+    """data.noisy: empty (the images as they are) or every key of NOISY with a value in range."""
+    if not noisy:
+        return
+    unknown = sorted(set(noisy) - set(NOISY))
+    if unknown:
+        raise _unknown("key in data.noisy", unknown[0], list(NOISY))
+    missing = [k for k in NOISY if k not in noisy]
+    if missing:
+        raise ConfigError(f"data.noisy needs {', '.join(missing)}: " + "; ".join(f"{k}: {NOISY[k]}" for k in missing))
+    sigma, fraction, seed, part = (noisy[k] for k in ("sigma", "clean_fraction", "seed", "part"))
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 1e3:
+        raise ConfigError(f"data.noisy.sigma = {sigma!r}: {NOISY['sigma']}, below 1000")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ConfigError(f"data.noisy.clean_fraction = {fraction!r}: {NOISY['clean_fraction']}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 12:
+        raise ConfigError(f"data.noisy.seed = {seed!r}: {NOISY['seed']}")
+    if part not in ("clean", "noisy"):
+        raise ConfigError(f"data.noisy.part = {part!r}: {NOISY['part']}")
+
+
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list}
 
 
@@ -153,6 +181,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
                 raise _unknown(f"key in [{section}]", key, list(fields))
             expected = _TYPES[fields[key].type] if isinstance(fields[key].type, str) else fields[key].type
             setattr(target, key, _check_type(section, key, value, expected))
+    check_noisy(config.data.noisy)
     if config.train.ema_half_life_kimg == 0 and not 0 < config.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in (0, 1) when train.ema_half_life_kimg is 0, "
                           f"got {config.train.ema_decay}")

@@ -128,6 +128,27 @@ def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.to(torch.float32).div(127.5).sub(1.0)
 
 
+def noisy_split(n: int, clean_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, noisy) image indices, sorted: a fixed random `clean_fraction` of 0..n-1 (round(fraction n) images) is
+    kept clean, the rest exists only as its noisy copy (SFBD, Lu, Wu, Yu 2025)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    k = round(clean_fraction * n)
+    return order[:k].sort().values, order[k:].sort().values
+
+
+def noisy_copy(images_uint8: torch.Tensor, index: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """The fixed noisy copy y_i = x_i + sigma eps_i in model range (float32) of images[index]: eps_i is drawn from
+    seed and i alone (its own generator, seeded (seed << 20) + i: seed < 4096, i < 2^20), so a copy never depends on
+    the batch or on which others are made."""
+    from .core.noise import generators, randn_like
+
+    if not 0 <= int(seed) < 1 << 12 or (len(index) and not 0 <= int(index.max()) < 1 << 20):
+        raise ValueError(f"noisy_copy takes a seed in 0..4095 and image indices below {1 << 20}")
+    x = to_model_range(images_uint8[index])
+    eps = randn_like(torch.empty_like(x), generators([(int(seed) << 20) + int(i) for i in index]))
+    return x + float(sigma) * eps
+
+
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each sample of a (N, C, H, W) batch left-right with probability 1/2."""
     if x.dim() != 4:

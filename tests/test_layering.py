@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("genstudio.checkpoint", "genstudio.interop"),
     ("genstudio.api", "genstudio.edit", "genstudio.train", "genstudio.evaluation", "genstudio.reflow",
      "genstudio.publish", "genstudio.train_classifier", "genstudio.likelihoods", "genstudio.learned_grids",
-     "genstudio.neon", "genstudio.audit"),
+     "genstudio.neon", "genstudio.audit", "genstudio.sfbd"),
     ("genstudio.cli", "genstudio.eval", "ui", "genstudio"),
 ]
 

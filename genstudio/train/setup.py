@@ -11,7 +11,7 @@ import torch
 import samplers
 from genstudio.checkpoint import load_model
 from genstudio.config import Config, ConfigError
-from genstudio.data import load_images
+from genstudio.data import load_images, noisy_copy, noisy_split
 from genstudio.families import build_from_config
 from genstudio.lineage import commit, precision
 from genstudio.model import Model
@@ -80,6 +80,17 @@ def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch
         data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
                            cache_dir=config.data.cache_dir or None)
         images, labels = data.images, data.labels
+    if config.data.noisy:  # SFBD's data: the clean fraction, or the fixed noisy copies of the rest (float)
+        if noise is not None:
+            raise ConfigError("data.noisy applies to images, not to a reflow pairs folder")
+        nz = config.data.noisy
+        clean, noisy = noisy_split(len(images), nz["clean_fraction"], nz["seed"])
+        keep = clean if nz["part"] == "clean" else noisy
+        if not len(keep):
+            raise ConfigError(f"data.noisy leaves no {nz['part']} images of {len(images)} "
+                              f"(clean_fraction = {nz['clean_fraction']})")
+        images, labels = (images[clean] if nz["part"] == "clean" else
+                          noisy_copy(images, noisy, nz["sigma"], nz["seed"])), labels[keep]
     if config.data.limit and config.data.limit < len(images):
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.train.seed))
         keep = keep[:config.data.limit]

@@ -44,7 +44,8 @@ class TrainingData:
         """Micro-batch `idx` on the device: images in model range (flipped if configured; pairs are kept as
         they are), labels with classifier-free-guidance dropout to the "no label" class."""
         if self.noise is None:
-            x, noise = to_model_range(self.images[idx]).to(device), None
+            x = self.images[idx]   # uint8 images, or float ones (data.noisy's noisy copies)
+            x, noise = (to_model_range(x) if x.dtype == torch.uint8 else x).to(device), None
             if config.data.flip:
                 x = random_flip(x)
         else:
