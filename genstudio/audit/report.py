@@ -66,10 +66,11 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
           out: str | Path | None = None, record: bool = False, device: str | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Audit one checkpoint; returns the report (and writes audit.json + audit.png to `out`, and the report's summary
-    to the checkpoint's metrics.json and audit.png beside it with `record`). n samples from seeds seed.. (balanced labels on a conditional
-    model) feed memorization and the two-sample test (half train, half held out); the scan samples with the same
-    sampler in `scan_steps` steps. reference / test_reference: the training images and the held-out real images
-    (default: the offline CIFAR-10 train and test splits); classifier: the c10 weights (default: the shipped ones)."""
+    to the checkpoint's metrics.json and audit.png beside it with `record`). n samples from seeds seed.. (balanced
+    labels on a conditional model) feed memorization and the two-sample test (half train, half held out); the scan
+    samples with the same sampler in `scan_steps` steps. reference / test_reference: the training images and the
+    held-out real images (default: the offline CIFAR-10 train and test splits); classifier: the c10 weights
+    (default: the shipped ones)."""
     t0 = time.perf_counter()
     if n < 8:
         raise ValueError(f"n must be at least 8 (half of the samples train the two-sample classifier), got {n}")
