@@ -1,5 +1,5 @@
 """Every family, registered once (genstudio.families.registry): importing this package registers them all."""
-from . import caf, consistency, diffusion, finc, flow, latent, score, score_mismatching, sign, vae  # noqa: F401  (each registers its Family)
+from . import blackout, caf, consistency, diffusion, finc, flow, latent, score, score_mismatching, sign, vae  # noqa: F401  (each registers its Family)
 from .registry import (
     FAMILIES,
     Family,
