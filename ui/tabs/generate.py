@@ -68,7 +68,8 @@ class Generate:
         updates: queue.Queue = queue.Queue()
 
         def callback(i, t, x, x0=None, **_):
-            updates.put(("step", i, float(t), x0 if x0 is not None else x))
+            shown = ("x0 prediction", x0) if x0 is not None else ("state", x)  # a sampler without x0: its state
+            updates.put(("step", i, float(t), shown[1], shown[0]))
 
         def work():
             try:
@@ -88,9 +89,9 @@ class Generate:
                 break
             if time.perf_counter() - last > 0.2:  # at most five previews a second
                 last = time.perf_counter()
-                _, i, t, x0 = item
+                _, i, t, x0, shown = item
                 yield {self.preview: enlarged(image_grid(to_uint8(x0))),
-                       self.info: f"step {i + 1}: t = {t:.4g} (x0 prediction)", self.seed: seed}
+                       self.info: f"step {i + 1}: t = {t:.4g} ({shown})", self.seed: seed}
         res: SampleResult = item[1]
         names = class_names(pipe) if labels else []
         captions = [f"seed {seed + i}" + (f", {names[labels[i]]}" if labels else "") for i in range(n)]
@@ -145,8 +146,8 @@ def build(shared: Shared, model: gr.Dropdown, pipe0: Pipeline) -> Generate:
                                              label="rotation (degrees, turned a little after every step)")
                 tab.button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             with gr.Column(scale=2):
-                tab.preview = gr.Image(label="denoising: the model's x0 prediction, live", format="png",
-                                       interactive=False, height=280, elem_classes="pixelated")
+                tab.preview = gr.Image(label="denoising: the model's x0 prediction (or the sampler's state), live",
+                                       format="png", interactive=False, height=280, elem_classes="pixelated")
                 tab.info = gr.Markdown(elem_id="generate-info")
                 tab.gallery = gr.Gallery(label="images", format="png", columns=8, height="auto",
                                          elem_id="generate-gallery", elem_classes="pixelated")
