@@ -44,5 +44,5 @@ def sample_blackout_bridge(model, x: Tensor, ts: Tensor, *, generator=None, call
 @register(name="blackout_tau", needs=("blackout",), consumes="x0", stochastic=True, nfe_per_step=1,
           ends_denoised=True, paper="Santos et al. 2023, Blackout Diffusion, Sec. 3.3 (tau-leaping)")
 def sample_blackout_tau(model, x: Tensor, ts: Tensor, *, generator=None, callback=None) -> Tensor:
-    """Tau-leaping: n_s = n_t + Poisson(D p(t) / (1 - p(t)) (t - s)) births, capped at D."""
+    """Tau-leaping: n_s = n_t + Poisson(D (p(s) - p(t)) / (1 - p(t))) births, capped at D."""
     return _reverse(model, x, ts, bo.tau_leap_step, generator, callback)

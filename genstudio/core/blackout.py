@@ -103,10 +103,11 @@ def bridge_step(n_t: Tensor, n0: Tensor, t: Tensor | float, s: Tensor | float, g
 
 def tau_leap_step(n_t: Tensor, dead: Tensor, t: Tensor | float, s: Tensor | float,
                   generator: Generators = None) -> Tensor:
-    """n_s by tau-leaping the reverse birth process over [s, t]: Poisson(rate(t) (t - s)) births,
-    rate(t) = dead p(t) / (1 - p(t)), capped at the dead counts."""
-    p_t = survival(t).to(n_t.device)
-    rate = dead.double().clamp(min=0) * p_t / (1 - p_t) * (torch.as_tensor(t) - torch.as_tensor(s)).double()
+    """n_s by tau-leaping the reverse birth process over [s, t]: Poisson(dead birth_probability(t, s)) births, the
+    binomial bridge's expected number (the reference code's Poisson generation), capped at the dead counts. The rate
+    frozen at t over the step, dead p(t) / (1 - p(t)) (t - s), undercounts the births of a long step: p grows as
+    the time goes down (measured on one pixel: TV 0.12 against 0.022 at 200 steps, tests/families/blackout)."""
+    rate = dead.double().clamp(min=0) * birth_probability(t, s).to(n_t.device)
     return n_t + torch.minimum(poisson(rate, generator), dead.double().clamp(min=0).round())
 
 

@@ -68,9 +68,10 @@ def test_the_exact_reverse_sampler_reproduces_the_prior_at_any_step_count(steps)
 
 
 @pytest.mark.parametrize("sampler, steps, tolerance", [(sample_blackout_bridge, 200, 0.04),
-                                                       (sample_blackout_tau, 200, 0.2)])
+                                                       (sample_blackout_tau, 200, 0.04)])
 def test_the_approximate_samplers_match_the_prior_with_the_exact_denoiser(sampler, steps, tolerance):
-    # Measured (N = 20,000): bridge TV 0.35 / 0.09 / 0.022 at 10 / 50 / 200 steps; tau-leaping 0.70 / 0.36 / 0.12.
+    # Measured (N = 20,000): bridge TV 0.35 / 0.09 / 0.022 at 10 / 50 / 200 steps; tau-leaping 0.32 / 0.079 / 0.022
+    # (with the rate frozen at each step's start, rate(t) (t - s), it was 0.70 / 0.36 / 0.12).
     x = sampler(ExactDenoiser(), torch.zeros(N, 1), torch.zeros(steps + 1), generator=torch.Generator().manual_seed(0))
     coarse = sampler(ExactDenoiser(), torch.zeros(N, 1), torch.zeros(11), generator=torch.Generator().manual_seed(0))
     n, n_coarse = ((x.double() + 1) * 127.5).round(), ((coarse.double() + 1) * 127.5).round()
