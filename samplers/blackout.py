@@ -12,8 +12,6 @@ from genstudio.core import blackout as bo
 
 from .registry import register
 
-HALF = bo.MAX_COUNT / 2
-
 
 def _reverse(model, x: Tensor, ts: Tensor, step: Callable, generator, callback) -> Tensor:
     """n = 0 at t_S, then n = step(n, dead, t, s, generator) for each (t, s) going down; the last step (s = 0)
@@ -22,12 +20,12 @@ def _reverse(model, x: Tensor, ts: Tensor, step: Callable, generator, callback) 
     n = torch.zeros_like(x, dtype=torch.float64)
     for i, k in enumerate(range(len(times) - 1, 0, -1)):
         t, s = times[k], times[k - 1]
-        x0 = model.x0((n / HALF - 1).to(x.dtype), t.to(x.dtype))
-        dead = torch.minimum(((x0.double() + 1) * HALF - n).clamp(min=0), bo.MAX_COUNT - n)
+        x0 = model.x0(bo.model_range(n, x.dtype), t.to(x.dtype))
+        dead = torch.minimum(bo.dead_counts(x0, n), bo.MAX_COUNT - n)
         n = n + bo.stochastic_round(dead, generator) if k == 1 else step(n, dead, t, s, generator)
         if callback:
-            callback(i=i, t=s, x=(n / HALF - 1).to(x.dtype))
-    return (n / HALF - 1).to(x.dtype)
+            callback(i=i, t=s, x=bo.model_range(n, x.dtype))
+    return bo.model_range(n, x.dtype)
 
 
 def _bridge(n: Tensor, dead: Tensor, t: Tensor, s: Tensor, generator) -> Tensor:

@@ -9,14 +9,30 @@ sample, as genstudio's samplers take it).
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-Generators = torch.Generator | Sequence[torch.Generator] | None
+from .noise import Generators
+
 MAX_COUNT = 255
 T_END = 15.0  # the paper's end time: p(15) = 3.1e-7, so n_T is 0 for all but about 1 in 10^4 pixels
+
+
+def counts(x: Tensor) -> Tensor:
+    """Model-range images [-1, 1] as whole counts 0..MAX_COUNT (float64)."""
+    return ((x.double() + 1) * (MAX_COUNT / 2)).round().clamp(0, MAX_COUNT)
+
+
+def model_range(n: Tensor, dtype: torch.dtype) -> Tensor:
+    """Counts back to model range [-1, 1]."""
+    return (n / (MAX_COUNT / 2) - 1).to(dtype)
+
+
+def dead_counts(x0: Tensor, n_t: Tensor) -> Tensor:
+    """The dead counts D that an x0 prediction (model range) implies at state n_t: n_0 - n_t, at least 0."""
+    return ((x0.double() + 1) * (MAX_COUNT / 2) - n_t).clamp(min=0)
 
 
 def survival(t: Tensor | float) -> Tensor:

@@ -32,15 +32,6 @@ from .registry import Family, build_unet_model, load_single_network, register_fa
 HALF = bo.MAX_COUNT / 2
 
 
-def counts(x: Tensor) -> Tensor:
-    """Model-range images [-1, 1] as whole counts 0..255 (float)."""
-    return ((x.double() + 1) * HALF).round().clamp(0, bo.MAX_COUNT)
-
-
-def model_range(n: Tensor, dtype: torch.dtype) -> Tensor:
-    return (n / HALF - 1).to(dtype)
-
-
 class BlackoutModel(Model):
     """x0(x, t) = (n_t + D(n_t, t)) / 127.5 - 1, D = (255 - n_t) sigmoid(network(input, 1000 t / 15))."""
 
@@ -48,7 +39,7 @@ class BlackoutModel(Model):
         super().__init__(network, LinearPath(), "x0", NoPrecond(), num_classes, family, "blackout")
 
     def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
-        n = counts(x)
+        n = bo.counts(x)
         t = expand(t, x).double()
         p = bo.survival(t)
         u = (n - HALF * p) / (HALF * p.sqrt())
@@ -57,15 +48,10 @@ class BlackoutModel(Model):
         net_dtype = next(self.network.parameters()).dtype
         out = self.network(u.to(net_dtype), (1000 * t / bo.T_END).flatten().to(net_dtype), labels)
         dead = (bo.MAX_COUNT - n) * torch.sigmoid(out.double())
-        return model_range(n + dead, x.dtype)
+        return bo.model_range(n + dead, x.dtype)
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "t_end": bo.T_END}
-
-
-def dead_counts(x0: Tensor, n_t: Tensor) -> Tensor:
-    """D from the model's x0 prediction at state n_t (float64 counts)."""
-    return ((x0.double() + 1) * HALF - n_t).clamp(min=0)
 
 
 @dataclass(frozen=True)
@@ -81,14 +67,14 @@ class BlackoutLoss(Objective):
             raise ValueError(f"steps must be an integer >= 2, got {self.steps!r}")
 
     def loss(self, model, batch: Batch, **_) -> Tensor:
-        n0 = counts(batch.x0)
+        n0 = bo.counts(batch.x0)
         times = bo.observation_times(self.steps).to(n0.device)
         k = torch.randint(self.steps, (n0.shape[0],), device=n0.device)
         t = times[k + 1]
         n_t = bo.thin(n0, expand(bo.survival(t), n0))
-        x0 = model(model_range(n_t, batch.x0.dtype), t.to(batch.x0.dtype), batch.labels)
+        x0 = model(bo.model_range(n_t, batch.x0.dtype), t.to(batch.x0.dtype), batch.labels)
         weight = bo.loss_weights(times)[k].to(batch.x0.dtype)
-        deviance = bo.poisson_deviance(dead_counts(x0, n_t), n0 - n_t) / bo.MAX_COUNT
+        deviance = bo.poisson_deviance(bo.dead_counts(x0, n_t), n0 - n_t) / bo.MAX_COUNT
         return weight * mean_per_sample(deviance.to(batch.x0.dtype))
 
 
