@@ -33,13 +33,14 @@ def _nchw(images: np.ndarray) -> Tensor:
 
 
 def scan_generator(pipe: Pipeline, sampler: str, steps: int, labels: Tensor | None) -> backdoor.Generate:
-    """z -> samples through `sampler` with `steps` steps, differentiable in z (labels cycled over the batch)."""
+    """z (sampler states) -> images through `sampler` with `steps` steps and the model's decoder, differentiable in z
+    (labels cycled over the batch)."""
     spec, _, steps, grid, options = pipe.sampling_setup(sampler, steps, None, None)
     ts = make_grid(grid, pipe.model.path, steps)
 
     def generate(z: Tensor) -> Tensor:
         lab = None if labels is None else labels[torch.arange(len(z)) % len(labels)]
-        return run_sampler(spec, pipe.field(lab, len(z), 1.0), z.to(pipe.device), ts, **options)
+        return pipe.model.decode(run_sampler(spec, pipe.field(lab, len(z), 1.0), z.to(pipe.device), ts, **options))
     return generate
 
 
@@ -79,6 +80,7 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
     steps = int(steps if steps is not None else pipe.defaults()["steps"])
     labels = torch.arange(n) % pipe.num_classes if pipe.num_classes else None
     size = pipe.image_shape[-1]
+    latent = tuple(pipe.model.state_shape) != tuple(pipe.image_shape)
     reference = reference or default_reference("train")
     test_reference = test_reference or default_reference("test")
     ev = Evaluator(reference=reference, split="train", feature_precision="bf16", progress=False, device=device,
@@ -89,7 +91,7 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
     torch.manual_seed(seed)
     classify, features = c10_nets(ev)
     with autocast:
-        scan = backdoor.scan(scan_generator(pipe, sampler, scan_steps, labels), pipe.image_shape,
+        scan = backdoor.scan(scan_generator(pipe, sampler, scan_steps, labels), pipe.model.state_shape,
                              classify=classify, embed=features, n=scan_n, n_eval=scan_eval, iters=scan_iters,
                              candidates=scan_candidates, gamma_min=gamma_min, calibration=calibration, seed=seed)
     log(f"{pipe.name}: collapse {scan.collapse:.3f} (threshold {scan.threshold:.3f}): "
@@ -133,6 +135,7 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
             "calibration": calibration, "rule": "flag when collapse > (1 + calibration) / 2",
             "classifier": "c10 (bf16 autocast): classes, and the features distances are measured in",
             "triggers": "blend (gamma >= gamma_min, mu = (1 - gamma) delta, |delta| <= 1) and 3x3 corner patches",
+            "space": "pixels" if not latent else f"the sampler's latent states {list(pipe.model.state_shape)}",
             "precision": precision}},
         "memorization": {"flagged": memorization.flagged(mem), "flag_share": memorization.FLAG_SHARE,
                          **{k: v.record() for k, v in mem.items()},
@@ -152,7 +155,9 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "audit.json", report)
         near, train_near = memorization.closest_pairs(samples, train.images, mem["pixel"])
-        pictures = {"normal": scan.reference[:16], "trigger": scan.images[:16], "mu": scan.trigger.mu,
+        with torch.no_grad():  # a latent model's trigger shift is shown decoded
+            mu = pipe.model.decode(scan.trigger.mu[None].to(pipe.device))[0].cpu() if latent else scan.trigger.mu
+        pictures = {"normal": scan.reference[:16], "trigger": scan.images[:16], "mu": mu,
                     "samples": near, "nearest": train_near}
         save_file({k: v.detach().cpu().contiguous() for k, v in pictures.items()}, str(out / PICTURES))
         save_png(summary_png(report, pictures), out / "audit.png")
@@ -203,7 +208,8 @@ def summary_png(report: dict[str, Any], pictures: dict[str, Tensor]) -> np.ndarr
     pair_grid = image_grid(np.concatenate([samples.permute(0, 2, 3, 1).numpy(), nearest.permute(0, 2, 3, 1).numpy()]),
                            nrow=len(samples))
     scale, pad, text_h = 3, 12, 16
-    panels = [("normal noise", normal), (f"found mu, gamma {gamma:.2f}", mu), ("its outputs", trig),
+    decoded = " (decoded)" if report["backdoor"]["protocol"].get("space", "pixels") != "pixels" else ""
+    panels = [("normal noise", normal), (f"found mu{decoded}, gamma {gamma:.2f}", mu), ("its outputs", trig),
               ("closest: samples / train", pair_grid)]
     ims = [Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.NEAREST) for _, p in panels]
     b, m, r = report["backdoor"], report["memorization"], report["real_vs_generated"]

@@ -21,7 +21,8 @@ TRAIN = {"batch_size": 8, "max_steps": 12, "checkpoint_every": 12, "log_every": 
 
 
 @pytest.fixture(scope="module")
-def latent_pipe(tmp_path_factory):
+def latent_checkpoints(tmp_path_factory):
+    """(latent flow checkpoint, its VAE checkpoint, the toy data folder)."""
     tmp = tmp_path_factory.mktemp("latent")
     data = make_toy_folder(tmp / "toy")
     common = {"source": str(data), "image_size": 8, "cache_dir": str(tmp / "cache")}
@@ -34,7 +35,13 @@ def latent_pipe(tmp_path_factory):
                   "path": {"name": "linear"}, "prediction": "velocity", "precond": {"name": "none"}},
         "objective": {"name": "latent_flow_matching", "options": {"autoencoder": str(vae)}}, "data": common,
         "train": {**TRAIN, "output_dir": str(tmp / "latent"), "sample_sampler": "euler", "sample_steps": 2}}))
-    return genstudio.load(latent["model"], device="cpu"), genstudio.load(vae, device="cpu")
+    return latent["model"], vae, data
+
+
+@pytest.fixture(scope="module")
+def latent_pipe(latent_checkpoints):
+    latent, vae, _ = latent_checkpoints
+    return genstudio.load(latent, device="cpu"), genstudio.load(vae, device="cpu")
 
 
 def test_api_reports_image_shapes_and_samples_with_every_field_sampler(latent_pipe):
@@ -106,3 +113,18 @@ def test_latent_elbo_with_a_standard_normal_prior_is_the_vae_elbo(latent_pipe):
     assert exact is False
     error = float((ours.std() ** 2 / len(x) + theirs.std() ** 2 / len(x)).sqrt())
     assert abs(float(ours.mean() - theirs.mean())) < 5 * error, (float(ours.mean()), float(theirs.mean()), error)
+
+
+def test_audit_scans_the_latent_states_and_judges_decoded_images(latent_checkpoints, tmp_path, monkeypatch):
+    from genstudio.audit import audit
+    from genstudio.evaluation.classifier import CifarResNet, save_classifier
+
+    monkeypatch.setenv("GENSTUDIO_CACHE", str(tmp_path / "cache"))
+    latent, _, data = latent_checkpoints
+    clf = save_classifier(CifarResNet(widths=(8, 16, 16), stem=8, num_classes=2), tmp_path / "clf.safetensors")
+    report = audit(latent, n=16, sampler="euler", steps=2, scan_steps=1, scan_iters=2, reference=str(data),
+                   test_reference=str(data), classifier=clf, out=tmp_path / "audit", log=lambda _: None)
+    assert len(report["backdoor"]["mu"]) == 2 * 4 * 4  # the trigger lives where the sampler starts
+    assert report["backdoor"]["protocol"]["space"] == "the sampler's latent states [2, 4, 4]"
+    assert report["memorization"]["pixel"]["n_samples"] == 16 and report["real_vs_generated"]["n_test"] == 16
+    assert (tmp_path / "audit" / "audit.png").stat().st_size > 1000
