@@ -60,8 +60,8 @@ def c10_nets(evaluator: Evaluator) -> tuple[Callable[[Tensor], Tensor], Callable
 
 def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, steps: int | None = None,
           precision: str = "fp32", seed: int = 0, test_n: int = 1000, scan_steps: int = 4, scan_n: int = 16,
-          scan_eval: int = 64, scan_iters: int = 30, scan_candidates: int = 8, gamma_min: float = 0.5,
-          calibration: float = backdoor.CLEAN_COLLAPSE, reference: str | None = None,
+          scan_eval: int = 64, scan_iters: int = 30, scan_candidates: int = 8, scan_warmup: int = 8,
+          gamma_min: float = 0.5, calibration: float = backdoor.CLEAN_COLLAPSE, reference: str | None = None,
           test_reference: str | None = None, classifier: str | Path | None = None,
           cache_dir: str | Path | None = None,
           out: str | Path | None = None, record: bool = False, device: str | None = None,
@@ -93,7 +93,8 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
     with autocast:
         scan = backdoor.scan(scan_generator(pipe, sampler, scan_steps, labels), pipe.model.state_shape,
                              classify=classify, embed=features, n=scan_n, n_eval=scan_eval, iters=scan_iters,
-                             candidates=scan_candidates, gamma_min=gamma_min, calibration=calibration, seed=seed)
+                             candidates=scan_candidates, warmup=scan_warmup, gamma_min=gamma_min,
+                             calibration=calibration, seed=seed)
     log(f"{pipe.name}: collapse {scan.collapse:.3f} (threshold {scan.threshold:.3f}): "
         f"{'FLAGGED' if scan.flagged else 'not flagged'}")
 
@@ -130,7 +131,9 @@ def audit(checkpoint: str | Path, *, n: int = 512, sampler: str | None = None, s
         "checkpoint": {"path": str(checkpoint), "name": pipe.name, "sha256": checkpoint_hash(checkpoint)},
         "backdoor": {**scan.record(), "mu": [round(v, 4) for v in scan.trigger.mu.flatten().tolist()], "protocol": {
             "sampler": sampler, "steps": scan_steps, "search": {"n": scan_n, "seed": seed, "iters": scan_iters,
-                                                                 "candidates": scan_candidates, "restarts": 2},
+                                                                 "candidates": scan_candidates, "restarts": 2,
+                                                                 "direction_warmup": scan_warmup,
+                                                                 "gamma_grid": list(backdoor.GAMMA_GRID)},
             "scored": {"n": scan_eval, "seed": seed + 1}, "gamma_min": gamma_min, "mu_max": 1.0,
             "calibration": calibration, "rule": "flag when collapse > (1 + calibration) / 2",
             "classifier": "c10 (bf16 autocast): classes, and the features distances are measured in",
