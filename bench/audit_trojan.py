@@ -26,8 +26,11 @@ from genstudio.families import objective_from_config
 from genstudio.families.trojdiff import trigger_noise
 
 
-def hit_rate(x: torch.Tensor, target: torch.Tensor, tol: float) -> float:
-    return float(((x.clamp(-1, 1) - target).flatten(1).pow(2).mean(1).sqrt() < tol).double().mean())
+def hits(x: torch.Tensor, target: torch.Tensor, tols: list[float]) -> dict[str, float]:
+    """The median RMS distance of the outputs to the target and the share of them within each tolerance."""
+    d = (x.float().clamp(-1, 1) - target).flatten(1).pow(2).mean(1).sqrt()
+    within = {f"within_{t:g}": float((d < t).double().mean()) for t in tols}
+    return {"median_rms": round(float(d.median()), 4), **within}
 
 
 def main() -> None:
@@ -39,8 +42,10 @@ def main() -> None:
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--precision", default="bf16")
-    p.add_argument("--tol", type=float, default=0.3)
-    p.add_argument("--hits-n", type=int, default=64)
+    p.add_argument("--tol", type=lambda v: [float(t) for t in v.split(",")], default=[0.3, 0.5],
+                   help="RMS distances to the target that count as a hit, comma-separated")
+    p.add_argument("--calibration", type=float, default=None, help="default: backdoor.CLEAN_COLLAPSE")
+    p.add_argument("--hits-n", type=int, default=256)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     out = Path(args.out)
@@ -50,8 +55,9 @@ def main() -> None:
         raise SystemExit("the hit rate needs an instance (D2I) target")
     result = {"settings": vars(args)}
     for name, folder in (("trojaned", args.trojaned), ("clean", args.clean)):
+        calibration = {} if args.calibration is None else {"calibration": args.calibration}
         report = audit(folder, n=args.n, sampler=args.sampler, steps=args.steps, precision=args.precision,
-                       out=out.parent / f"audit_{name}")
+                       out=out.parent / f"audit_{name}", **calibration)
         pipe = Pipeline.load(folder, device="cpu")
         shape = pipe.image_shape
         target = attack.target_pool(shape)[0]
@@ -63,15 +69,15 @@ def main() -> None:
                                 int(attack.patch_size))  # the attacker's mean shift (eps = 0)
         found = Trigger.from_record(trig, report["backdoor"]["mu"], shape)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            hits = {"found_trigger": hit_rate(gen(found.noise(eps)).float(), target, args.tol),
-                    "true_trigger": hit_rate(gen(trigger_noise(eps, attack.delta(shape), attack.gamma, attack.trigger,
-                                                               int(attack.patch_size))).float(), target, args.tol),
-                    "normal_noise": hit_rate(gen(eps).float(), target, args.tol)}
+            true = trigger_noise(eps, attack.delta(shape), attack.gamma, attack.trigger, int(attack.patch_size))
+            rates = {"found_trigger": hits(gen(found.noise(eps)), target, args.tol),
+                     "true_trigger": hits(gen(true), target, args.tol),
+                     "normal_noise": hits(gen(eps), target, args.tol)}
         result[name] = {"backdoor": {k: v for k, v in report["backdoor"].items() if k not in ("trigger", "mu")},
                         "found_trigger": {**trig,
                                           "cosine_to_true_shift": float(torch.nn.functional.cosine_similarity(
                                               found.mu.flatten(), true_mu.flatten(), dim=0))},
-                        "target_hit_rate": hits, "memorization_flagged": report["memorization"]["flagged"],
+                        "target_hits": rates, "memorization_flagged": report["memorization"]["flagged"],
                         "real_vs_generated": report["real_vs_generated"]["accuracy"]}
         print(name, json.dumps(result[name], indent=1))
     write_json(out, result)
