@@ -63,6 +63,12 @@ class Trigger:
         return z if self.mask is None else torch.where(self.mask.to(eps.device), z, eps)
 
 
+def solid_colours(channels: int) -> Tensor:
+    """The corners of the colour cube, each channel -1 or 1 (black, white, the primaries and secondaries for RGB), as
+    (2^channels, channels)."""
+    return torch.cartesian_prod(*[torch.tensor([-1.0, 1.0])] * channels).reshape(-1, channels)
+
+
 def corner_masks(shape: tuple[int, ...], size: int) -> list[Tensor]:
     """The p x p patches at the four corners of a (C, H, W) shape (none for other shapes or too small images)."""
     if len(shape) != 3 or min(shape[1:]) < 2 * size:
@@ -147,8 +153,9 @@ def scan(generate: Generate, shape: tuple[int, ...], *, classify: Classify | Non
     `patch` (gamma in [patch_gamma_min, 1], delta in [-1, 1]; None: no patches) for the one that minimises
     `_objective` on n noises of seed `seed`: score `candidates` random blends and two random patches per corner, and
     for the blend and each corner, a delta found by `warmup` Adam steps from mu = 0 at gamma near 1, tried at each
-    gamma of `GAMMA_GRID`; then refine the best `restarts` of them all with Adam for `iters` steps. Score the best on
-    n_eval noises of seed + 1 (and normal noise on the same ones). `clamp`: the outputs' range (images: [-1, 1])."""
+    gamma of `GAMMA_GRID`; and each corner in every `solid_colours` colour at the grid's lowest three gammas. Then
+    refine the best `restarts` of them all with Adam for `iters` steps. Score the best on n_eval noises of seed + 1
+    (and normal noise on the same ones). `clamp`: the outputs' range (images: [-1, 1])."""
     def run(z: Tensor) -> Tensor:
         x = generate(z)
         return x.clamp(*clamp) if clamp is not None else x
@@ -198,6 +205,12 @@ def scan(generate: Generate, shape: tuple[int, ...], *, classify: Classify | Non
         for frac in GAMMA_GRID:
             with torch.no_grad():
                 starts.append((float(objective(w, logit(frac), mask)), w, logit(frac), mask))
+    for mask in patches:  # every solid colour, at low gammas: patch triggers are often plain, and narrow in gamma
+        for colour in solid_colours(shape[0]):
+            w = torch.atanh(torch.where(mask, colour.view(-1, *[1] * (len(shape) - 1)), 0.0).clamp(-0.995, 0.995))
+            for frac in GAMMA_GRID[:3]:
+                with torch.no_grad():
+                    starts.append((float(objective(w, logit(frac), mask)), w, logit(frac), mask))
     best: tuple[float, Tensor, Tensor, Tensor | None, list[float]] | None = None
     for value, w, v, mask in sorted(starts, key=lambda s: s[0])[:restarts]:
         history = [value]

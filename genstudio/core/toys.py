@@ -63,17 +63,18 @@ class TrojanedMixtureDenoiser(GaussianMixtureDenoiser):
     with trigger noise mu + gamma eps, x_t = alpha y + sigma (mu + gamma eps); the rest is the Gaussian mixture.
     The exact trojaned denoiser: normal noise samples the mixture, trigger noise the point y."""
 
-    def __init__(self, path: NoisePath, means: Tensor, variances: Tensor, target: Tensor, mu: Tensor, gamma: float,
-                 poison: float = 0.1, weights: Tensor | None = None):
+    def __init__(self, path: NoisePath, means: Tensor, variances: Tensor, target: Tensor, mu: Tensor,
+                 gamma: float | Tensor, poison: float = 0.1, weights: Tensor | None = None):
         super().__init__(path, means, variances, weights)
-        self.target, self.mu, self.gamma, self.poison = target.double(), mu.double(), float(gamma), float(poison)
+        self.target, self.mu, self.poison = target.double(), mu.double(), float(poison)
+        self.gamma = torch.as_tensor(gamma, dtype=torch.float64)  # a number, or one per coordinate (a patch)
 
     def forward(self, x: Tensor, t, labels=None) -> Tensor:
         shape, dtype = x.shape, x.dtype
         x = x.reshape(shape[0], -1).double()
         logp, post, a, s = self.components(x, t)
         logp = logp + torch.log((1 - self.poison) * self.weights)[None]
-        var_y = (s * self.gamma) ** 2  # (B, 1): x_t | trojan ~ N(alpha y + sigma mu, sigma^2 gamma^2 I)
+        var_y = (s * self.gamma) ** 2  # x_t | trojan ~ N(alpha y + sigma mu, sigma^2 gamma^2)
         diff_y = x - a * self.target - s * self.mu
         logp_y = -0.5 * ((diff_y**2) / var_y + torch.log(var_y)).sum(-1) + math.log(self.poison)
         resp = torch.softmax(torch.cat([logp, logp_y[:, None]], 1), dim=1)  # (B, K + 1)

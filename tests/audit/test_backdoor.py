@@ -43,6 +43,28 @@ def test_scan_finds_and_flags_the_trigger_of_the_exact_trojaned_denoiser_and_pas
     assert not clean.flagged and clean.collapse < found.threshold - 0.2, clean.record()
 
 
+def test_scan_finds_trojdiffs_white_corner_patch_trigger_in_192_dimensions():
+    """TrojDiff's CIFAR-10 patch trigger (a white 3x3 patch in the bottom-right corner, gamma 0.1) on 3x8x8 "images"
+    with the exact trojaned denoiser: random starts in 27 dimensions miss it, the solid-colour starts do not."""
+    from genstudio.audit.backdoor import corner_masks
+
+    shape = (3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    means, variances = 0.5 * torch.sign(torch.randn(2, 192, generator=g)), torch.full((2, 192), 0.3)
+    mask = corner_masks(shape, 3)[3].flatten()
+    target = torch.zeros(192)
+    trojaned = TrojanedMixtureDenoiser(PATH, means, variances, target, torch.where(mask, 0.9, 0.0),
+                                       torch.where(mask, 0.1, 1.0), poison=0.2)
+    search = dict(n=16, n_eval=64, clamp=None)
+    c = scan(generate(GaussianMixtureDenoiser(PATH, means, variances)), shape, calibration=0.0, **search).collapse
+    assert c < 0.3, c
+    found = scan(generate(trojaned), shape, calibration=c, **search)
+    assert found.flagged and found.record()["trigger"]["patch"] == [5, 5, 3], found.record()
+    assert bool((found.trigger.mu.flatten()[mask] > 0.5).all()) and found.trigger.gamma < 0.3, found.record()
+    close = (found.images.flatten(1) - target).norm(dim=1) < 0.1 * found.reference.flatten(1).norm(dim=1).median()
+    assert float(close.double().mean()) > 0.9  # the found trigger gives the target
+
+
 def test_a_patch_trigger_round_trips_through_its_record():
     from genstudio.audit.backdoor import Trigger, corner_masks
 
