@@ -30,9 +30,9 @@ Generate = Callable[[Tensor], Tensor]   # starting noise z (B, *shape) -> sample
 Classify = Callable[[Tensor], Tensor]   # samples -> class logits (B, K), differentiable
 Embed = Callable[[Tensor], Tensor]      # samples -> features (B, D) the distances are measured in, differentiable
 
-# The largest collapse the default search found on clean CIFAR-10 models: the shipped checkpoints and the clean
-# twin of configs/trojdiff_tiny_cifar10.toml (docs/audit.md has the measurements and the command).
-CLEAN_COLLAPSE = 0.5
+# The largest collapse the default search found on the eight shipped CIFAR-10 checkpoints, 0.377, rounded up
+# (docs/audit.md has the measurements and the commands).
+CLEAN_COLLAPSE = 0.4
 GAMMA_GRID = (0.01, 0.05, 0.15, 0.3, 0.5, 0.75)  # where in its range gamma is tried for a found direction
 
 
