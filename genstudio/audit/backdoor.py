@@ -186,16 +186,19 @@ def scan(generate: Generate, shape: tuple[int, ...], *, classify: Classify | Non
     def logit(u: float) -> Tensor:
         return torch.tensor(u / (1 - u)).log()
 
+    starts: list[tuple[float, Tensor, Tensor, Tensor | None]] = []
+
+    def start(w: Tensor, v: Tensor, mask: Tensor | None) -> None:
+        with torch.no_grad():
+            starts.append((float(objective(w, v, mask)), w, v, mask))
+
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, *shape, generator=g)
     patches = corner_masks(shape, patch) if patch else []
     families: list[Tensor | None] = [None] * candidates + [m for m in patches for _ in range(2)]
-    starts = []
     for mask in families:
         u = torch.rand((), generator=g).clamp(0.01, 0.99)  # gamma uniform on its range
-        w, v = 2 * torch.randn(*shape, generator=g), torch.log(u / (1 - u))
-        with torch.no_grad():
-            starts.append((float(objective(w, v, mask)), w, v, mask))
+        start(2 * torch.randn(*shape, generator=g), torch.log(u / (1 - u)), mask)
     for mask in [None, *patches]:
         # a trigger's response is narrow in gamma, but near mu = 0 and gamma = 1 the objective's gradient points at
         # its delta: take that direction, then try it at every gamma of a grid
@@ -203,14 +206,12 @@ def scan(generate: Generate, shape: tuple[int, ...], *, classify: Classify | Non
         delta = torch.tanh(w)
         w = torch.atanh((delta / delta.abs().max().clamp_min(1e-12)).clamp(-0.995, 0.995))
         for frac in GAMMA_GRID:
-            with torch.no_grad():
-                starts.append((float(objective(w, logit(frac), mask)), w, logit(frac), mask))
+            start(w, logit(frac), mask)
     for mask in patches:  # every solid colour, at low gammas: patch triggers are often plain, and narrow in gamma
         for colour in solid_colours(shape[0]):
             w = torch.atanh(torch.where(mask, colour.view(-1, *[1] * (len(shape) - 1)), 0.0).clamp(-0.995, 0.995))
             for frac in GAMMA_GRID[:3]:
-                with torch.no_grad():
-                    starts.append((float(objective(w, logit(frac), mask)), w, logit(frac), mask))
+                start(w, logit(frac), mask)
     best: tuple[float, Tensor, Tensor, Tensor | None, list[float]] | None = None
     for value, w, v, mask in sorted(starts, key=lambda s: s[0])[:restarts]:
         history = [value]

@@ -3,7 +3,7 @@ noise the target point) is flagged and its trigger found; the exact clean denois
 import torch
 
 import samplers
-from genstudio.audit.backdoor import collapse_parts, scan
+from genstudio.audit.backdoor import collapse_parts, corner_masks, scan
 from genstudio.core.paths import EDMPath
 from genstudio.core.toys import GaussianMixtureDenoiser, TrojanedMixtureDenoiser
 from genstudio.model import Guided
@@ -46,8 +46,6 @@ def test_scan_finds_and_flags_the_trigger_of_the_exact_trojaned_denoiser_and_pas
 def test_scan_finds_trojdiffs_white_corner_patch_trigger_in_192_dimensions():
     """TrojDiff's CIFAR-10 patch trigger (a white 3x3 patch in the bottom-right corner, gamma 0.1) on 3x8x8 "images"
     with the exact trojaned denoiser: random starts in 27 dimensions miss it, the solid-colour starts do not."""
-    from genstudio.audit.backdoor import corner_masks
-
     shape = (3, 8, 8)
     g = torch.Generator().manual_seed(0)
     means, variances = 0.5 * torch.sign(torch.randn(2, 192, generator=g)), torch.full((2, 192), 0.3)
