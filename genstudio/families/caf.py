@@ -84,6 +84,21 @@ class CAFNetwork(nn.Module):
     def components(self) -> dict[str, nn.Module]:
         return {"velocity": self.velocity, "acceleration": self.accel}
 
+    def start_from_field(self, state: dict[str, Tensor]) -> None:
+        """Both parts from a flow model's network (train.init_from): the velocity part as it is, the acceleration
+        part with zero weights on its initial-velocity input channels, so a(x, t, u0) starts as the flow's
+        v(x, t) = E[eps - x0 | x_t], which is the acceleration target 2 (h - 1)(eps - x0) at h = 1.5."""
+        self.velocity.load_state_dict(state)
+        accel = {}
+        for key, ours in self.accel.state_dict().items():
+            theirs = state.get(key)
+            if theirs is None or theirs.shape[:1] + theirs.shape[2:] != ours.shape[:1] + ours.shape[2:]:
+                raise CheckpointError(f"the acceleration network's {key} has no match in the flow model's network")
+            if theirs.shape != ours.shape:  # the input layer: x then u0 along channels; u0's weights start at zero
+                theirs = torch.cat([theirs, torch.zeros_like(ours[:, theirs.shape[1]:])], 1)
+            accel[key] = theirs
+        self.accel.load_state_dict(accel)
+
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
         """The initial velocity u0."""
         return self.velocity(x, c_noise, labels)

@@ -60,6 +60,10 @@ def init_weights(model: Model, source: str | Path, key: str = "train.init_from")
                           f"(no genstudio.json there or in its model/ folder)")
     source_model, _ = load_model(folder)
     theirs, ours = source_model.network.state_dict(), model.network.state_dict()
+    start = getattr(model.network, "start_from_field", None)
+    if start is not None and getattr(source_model, "kind", None) == "field":
+        start(theirs)  # a network made of field networks (CAF's two) says how a field model's weights seed it
+        return
     wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     if wrong or set(theirs) - set(ours):
         raise ConfigError(f"{key} = {str(source)!r}: its network does not match this config's "

@@ -212,3 +212,20 @@ def test_kind_and_objective_must_agree(tmp_path, caf_config):
     cfg["model"]["kind"] = "warp"  # a kind no family makes: refused before any work, by the objective's family
     with pytest.raises(ConfigError, match="makes 'caf' models, not model.kind = 'warp'"):
         validate(config_from_dict(cfg))
+
+
+def test_caf_starts_from_a_flow_model_with_its_acceleration_equal_to_the_flows_velocity(tmp_path, caf_config):
+    flow_cfg = caf_config(max_steps=2, checkpoint_every=2)
+    flow_cfg["model"]["kind"] = "field"
+    flow_cfg["objective"] = {"name": "flow_matching"}
+    flow_cfg["train"]["output_dir"] = str(tmp_path / "flow")
+    flow = genstudio.load(run(config_from_dict(flow_cfg))["model"], device="cpu").model
+    cfg = caf_config(init_from=str(tmp_path / "flow"))
+    from genstudio.train.setup import build_model, init_weights
+    caf = build_model(config_from_dict(cfg))
+    init_weights(caf, cfg["train"]["init_from"])
+    x, u0, labels = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        v = flow(x, 0.7, labels)
+        torch.testing.assert_close(caf(x, 0.7, labels), v)
+        torch.testing.assert_close(caf(x, 0.7, labels, part="acceleration", v0=u0), v)
