@@ -19,7 +19,7 @@ from genstudio.checkpoint import export_model
 from genstudio.config import config_from_dict
 from genstudio.core import toys
 from genstudio.core.paths import EDMPath
-from genstudio.core.precond import ConsistencyPrecond
+from genstudio.core.precond import ConsistencyPrecond, EDMPrecond
 from genstudio.model import Guided, Model
 from genstudio.train import build_model
 from samplers.grids import make_grid
@@ -114,6 +114,13 @@ class MLP(nn.Module):
         return self.body(h)
 
 
+class EDMTimeMLP(MLP):
+    """The toy MLP fed 1000 c_noise: EDM's c_noise = ln(sigma) / 4 is O(1), the MLP's features expect O(1000)."""
+
+    def forward(self, x, c_noise, labels=None):
+        return super().forward(x, 1000 * c_noise, labels)
+
+
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: int = 128) -> float:
     """SW_2 between two equal-size point clouds over fixed random directions."""
     d = torch.randn(directions, a.shape[1], generator=torch.Generator().manual_seed(1), dtype=a.dtype)
@@ -170,8 +177,11 @@ def cm_mixture(n, g):
     return toys.mixture(n, g, CM_MEANS, CM_STD)[0]
 
 
-def cm(seed=0):
+def cm(seed=0, precond="consistency"):
+    """A 2-D consistency model (kind "map") with the consistency preconditioning, or with EDM's ("edm")."""
     torch.manual_seed(seed)
+    if precond == "edm":
+        return Model(EDMTimeMLP(), CM_PATH, "x0", EDMPrecond(sigma_data=0.5), family="consistency", kind="map")
     return Model(MLP(), CM_PATH, "x0", ConsistencyPrecond(), family="consistency", kind="map")
 
 

@@ -217,7 +217,8 @@ class CDLoss(Objective):
 
     `teacher`: folder of an exported genstudio model, or (from Python) a model object. A teacher on
     another path is viewed on the student's EDM path at equal log-SNR (genstudio.model.OnPath).
-    The target is the online model under stop-gradient (no EMA target network)."""
+    The target is the online model under stop-gradient (no EMA target network). The student has the
+    consistency preconditioning, or EDM's, as ECT's (start it from a trained EDM model with train.init_from)."""
 
     name: ClassVar[str] = "cd"
     teacher: Any = None
@@ -240,7 +241,7 @@ class CDLoss(Objective):
         import samplers
 
         x0, labels = batch.x0, batch.labels
-        _check_model(model, self.metric)
+        _check_model(model, self.metric, preconds=("edm", "consistency"))
         spec = samplers.get(self.solver)
         if "field" not in spec.needs or spec.stochastic:
             raise ValueError(f"cd needs a deterministic field solver, not {self.solver!r}")

@@ -122,14 +122,15 @@ def test_ict_trains_a_toy(data):
     assert after1 < 0.2 and after2 < 0.2
 
 
-def test_cd_trains_a_toy_from_an_exact_teacher(data):
+@pytest.mark.parametrize("precond", ["consistency", "edm"])  # EDM's: a student started from an EDM model
+def test_cd_trains_a_toy_from_an_exact_teacher(data, precond):
     target, fresh = data
     teacher = GaussianMixtureDenoiser(CM_PATH, CM_MEANS, torch.full_like(CM_MEANS, CM_STD**2))
-    before = sliced_wasserstein(one_step(cm(), 4000), target)
-    trained = train(cm(), CDLoss(teacher=teacher, solver="heun", N=18), steps=1000)
+    before = sliced_wasserstein(one_step(cm(precond=precond), 4000), target)
+    trained = train(cm(precond=precond), CDLoss(teacher=teacher, solver="heun", N=18), steps=1000)
     after1 = sliced_wasserstein(one_step(trained, 4000, 1), target)
     after2 = sliced_wasserstein(one_step(trained, 4000, 2), target)
-    print(f"cd: untrained {before:.3f} trained 1-step {after1:.3f} 2-step {after2:.3f}")
+    print(f"cd ({precond}): untrained {before:.3f} trained 1-step {after1:.3f} 2-step {after2:.3f}")
     assert before > 0.8
     assert after1 < 0.28 and after2 < 0.28
 

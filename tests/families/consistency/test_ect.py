@@ -17,16 +17,9 @@ from genstudio.families.diffusion import EDMLoss
 from genstudio.model import Guided, Model
 from genstudio.train import run
 from samplers.grids import make_grid
-from tests.helpers import MLP, cm_mixture, sliced_wasserstein, toy_config
+from tests.helpers import EDMTimeMLP, cm_mixture, sliced_wasserstein, toy_config
 
 PATH = EDMPath(t_max=10.0)
-
-
-class EDMTimeMLP(MLP):
-    """The toy MLP fed 1000 c_noise: EDM's c_noise = ln(sigma) / 4 is O(1), the MLP's features expect O(1000)."""
-
-    def forward(self, x, c_noise, labels=None):
-        return super().forward(x, 1000 * c_noise, labels)
 
 
 def edm_model(kind="field", width=128):
