@@ -1,4 +1,5 @@
-"""The Models tab: a checkpoint's card (what it is, its recorded scores, its sample grid and FID-vs-NFE plot)."""
+"""The Models tab: a checkpoint's card (what it is, its recorded scores, its sample grid and FID-vs-NFE plot), its
+audit, and the tables across checkpoints (bits/dim, the one-step comparison)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from ..audit import audit_view
 from ..common import HEAVY, Shared, user_errors
 from ..likelihood import likelihood_table
 from ..models import card, read_metrics
+from ..onestep import onestep_table
 
 SIDE_BY_SIDE = 10  # images per model in "base vs improved": seeds 0..9, labels i % classes
 
@@ -88,6 +90,7 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
         with gr.Accordion("metrics.json (raw)", open=False):
             tab.metrics = gr.Code(label="metrics.json", language="json", interactive=False)
         tab.likelihood = gr.Markdown(likelihood_table(checkpoints), elem_id="likelihood-table")
+        tab.onestep = gr.Markdown(onestep_table(checkpoints), elem_id="onestep-table")
 
     outputs = [tab.card, tab.samples, tab.plot, tab.metrics]
     tab.model.change(tab.model_card, tab.model, outputs, api_name="model_card")

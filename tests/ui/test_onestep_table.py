@@ -1,0 +1,33 @@
+"""The Models tab's one-step table: rendered from the record beside the checkpoints (every row, the protocol, the
+hardware), and a pointer to the command when there is none or it is unreadable."""
+from __future__ import annotations
+
+import json
+
+from ui.onestep import FILE, onestep_table
+
+
+def row(method, nfe, fid, **extra):
+    return {"method": method, "sampler": "decode, 1", "nfe": nfe, "fid": fid, "ratio": fid / 700.0, "is_mean": 5.0,
+            "class_accuracy": 0.25, "kid_mean": 400.0, "images": 2064, "wall_s": 567.4, **extra}
+
+
+def test_table_shows_every_row_with_protocol_and_hardware(tmp_path):
+    (tmp_path / "a").mkdir()
+    record = {"protocol": "c10 classifier features, n = 10,000", "hardware": "a CPU",
+              "rows": [row("teacher", 10, 700.0), row("Score Mismatching", 1, 1050.0, shipped="sm_cifar10")]}
+    (tmp_path / FILE).write_text(json.dumps(record))
+    table = onestep_table([str(tmp_path / "a")])
+    assert "n = 10,000" in table and "hardware: a CPU" in table
+    assert "| Score Mismatching | decode, 1 | 1 | 1050.0 | 1.50 | 5.00 | 0.250 | 400.0 | 2,064 |" in table
+    assert table.count("\n| ") == 4 and "sm_cifar10 |" in table  # header, rule, two rows
+
+
+def test_no_record_or_a_corrupt_one_points_to_the_command(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert "bench/onestep_compare.sh" in onestep_table([str(tmp_path / "a")])
+    (tmp_path / FILE).write_text("{not json")
+    assert "bench/onestep_compare.sh" in onestep_table([str(tmp_path / "a")])
+    (tmp_path / FILE).write_text(json.dumps({"rows": [{"method": "x"}]}))  # fields missing
+    assert "bench/onestep_compare.sh" in onestep_table([str(tmp_path / "a")])
+
