@@ -30,7 +30,6 @@ SAMPLING = {
     "edm_tiny_cifar10": [None, ("dpmpp_2m", 10), ("euler_ancestral", 10)],
     "edm_small_cifar10": [None, ("heun", 6), ("ddpm", 10)],
     "flow_small_cifar10": [None, ("euler", 8), ("unipc", 6)],
-    "ncsn_small_cifar10": [None, ("dpmpp_2m", 10), ("annealed_langevin", 10)],
     "ect_cifar10": [None, ("consistency", 1), ("consistency", 4)],
 }
 

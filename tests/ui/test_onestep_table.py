@@ -1,9 +1,13 @@
 """The Models tab's one-step table: rendered from the record beside the checkpoints (every row, the protocol, the
-hardware), and a pointer to the command when there is none or it is unreadable."""
+hardware), a pointer to the command when there is none or it is unreadable, and the shipped record agrees with the
+shipped models' own cards."""
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
+from tests.helpers import ROOT
 from ui.onestep import FILE, onestep_table
 
 
@@ -31,3 +35,16 @@ def test_no_record_or_a_corrupt_one_points_to_the_command(tmp_path):
     (tmp_path / FILE).write_text(json.dumps({"rows": [{"method": "x"}]}))  # fields missing
     assert "bench/onestep_compare.sh" in onestep_table([str(tmp_path / "a")])
 
+
+def test_shipped_record_matches_the_shipped_cards():
+    """Each row marked as shipped has the same FID in that checkpoint's metrics.json, on the same sampler and NFE."""
+    record = json.loads((ROOT / "checkpoints" / FILE).read_text())
+    shipped = [r for r in record["rows"] if r.get("shipped")]
+    assert len({r["method"] for r in record["rows"]}) == 7  # the teacher and six routes
+    assert shipped
+    for r in shipped:
+        scores = json.loads((ROOT / "checkpoints" / r["shipped"] / "metrics.json").read_text())["scores"]
+        same = [s for s in scores if s["nfe"] == r["nfe"] and s["n"] == 10_000
+                and math.isclose(s["metrics"]["fid"], r["fid"], rel_tol=1e-9)]
+        assert same, f"{r['shipped']}: no score at NFE {r['nfe']} with FID {r['fid']:.1f}"
+        assert Path(ROOT / "checkpoints" / r["shipped"] / "genstudio.json").is_file()

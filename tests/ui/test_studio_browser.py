@@ -216,6 +216,7 @@ def test_models_tab_card_is_a_table(bench, tmp_path):
     _tab(page, "Models")
     _wait_text(page, "#models-card", "parameters")
     assert page.locator("#models-card table").count() >= 2
+    assert "One-step comparison" in page.locator("#onestep-table").inner_text()  # none beside the micro models
     _shot(page, tmp_path, "models_micro.png")
 
 
