@@ -16,7 +16,8 @@ from genstudio.atomic import write_json
 from genstudio.evaluation.records import record_scores, redraw_plot
 from ui.onestep import markdown
 
-# method folder -> (label, how the teacher is used, the student's starting point)
+# method folder -> (label, how the teacher is used, the student's starting point); PAIRS: trained on the teacher's pairs
+PAIRS = {"distill", "caf"}
 METHODS = {
     "score_mismatching": ("Score Mismatching", "initializes G and D", "teacher"),
     "sign": ("SIGN-style", "score in the matching term", "teacher"),
@@ -48,15 +49,16 @@ def rows(run: Path, shipped: dict[str, str]) -> list[dict[str, Any]]:
             "shipped": "flow_small_cifar10"}]
     for name, (label, use, start) in METHODS.items():
         record = training(run / name) if (run / name / "model").is_dir() else {}
+        wall = record.get("wall_time_s")
+        if wall is not None and name in PAIRS:
+            wall += pairs_seconds(run) or 0.0
         for result in sorted(run.glob(f"eval_{name}_*.json")):
             score = json.loads(result.read_text())
             p = score["protocol"]
-            extra = pairs_seconds(run) if "pairs" in use else 0.0
-            wall = record.get("wall_time_s")
             out.append({"method": label, "sampler": f"{p['sampler']}, {p['steps']}", "nfe": p["nfe"],
                         **score["metrics"], "ratio": score["metrics"]["fid"] / base,
                         "images": record.get("images_seen"), "teacher_use": use, "start": start,
-                        "wall_s": None if wall is None else wall + (extra or 0.0),
+                        "wall_s": wall,
                         "hardware": record.get("hardware", ""), "shipped": shipped.get(name, "")})
     return out
 

@@ -18,6 +18,7 @@ from genstudio.families.flow import FlowMatchingLoss
 from genstudio.model import Guided, Model
 from genstudio.reflow import sample_pairs
 from genstudio.train import run, validate
+from genstudio.train.setup import build_model, init_weights
 from samplers.caf import caf_step
 from samplers.grids import make_grid
 from tests.helpers import MLP, ROOT, sliced_wasserstein, toy_config, train, write_pairs
@@ -221,7 +222,6 @@ def test_caf_starts_from_a_flow_model_with_its_acceleration_equal_to_the_flows_v
     flow_cfg["train"]["output_dir"] = str(tmp_path / "flow")
     flow = genstudio.load(run(config_from_dict(flow_cfg))["model"], device="cpu").model
     cfg = caf_config(init_from=str(tmp_path / "flow"))
-    from genstudio.train.setup import build_model, init_weights
     caf = build_model(config_from_dict(cfg))
     init_weights(caf, cfg["train"]["init_from"])
     x, u0, labels = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 0])
