@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 from .atomic import atomic_folder, write_json
@@ -73,6 +75,7 @@ class NeonPlan:
     self_sampler: str | None = None      # default: the checkpoint's
     self_steps: int | None = None
     self_guidance: float | None = None   # default: 2 for a class-conditional model, else 1
+    self_precision: str | None = None    # "fp32" or "bf16" (autocast); default: the evaluator's precision
     finetune_images: int | None = None   # default: 2% of the base's training images (Neon: 1-3%)
     batch_size: int | None = None        # default: the base's
     lr: float | None = None              # default: a tenth of the base's
@@ -102,6 +105,8 @@ def resolve(plan: NeonPlan) -> NeonPlan:
     cfg, d = _base_config(pipe.meta, plan.checkpoint), pipe.defaults()
     seen = int(pipe.meta.get("training", {}).get("images_seen") or 0)
     images = plan.finetune_images or max(1, round(0.02 * seen))
+    if plan.self_precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"self_precision must be fp32 or bf16, got {plan.self_precision!r}")
     return NeonPlan(**{**asdict(plan), "weights": tuple(float(w) for w in plan.weights),
                        "self_sampler": plan.self_sampler or d["sampler"], "self_steps": plan.self_steps or d["steps"],
                        "self_guidance": plan.self_guidance if plan.self_guidance is not None
@@ -127,11 +132,13 @@ def make_self_set(plan: NeonPlan, folder: Path, device: str = "cpu", batch_size:
         return folder / names[i % classes if classes else 0] / f"{SELF_SEED + i:08d}.png"
 
     todo = [i for i in range(plan.n_self) if not file(i).is_file()]
+    bf16 = (plan.self_precision or "fp32") == "bf16"
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        res = pipe.generate(len(chunk), sampler=plan.self_sampler, steps=plan.self_steps,
-                            seed=[SELF_SEED + i for i in chunk], guidance=plan.self_guidance,
-                            labels=[i % classes for i in chunk] if classes else None, batch_size=batch_size)
+        with torch.autocast(pipe.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            res = pipe.generate(len(chunk), sampler=plan.self_sampler, steps=plan.self_steps,
+                                seed=[SELF_SEED + i for i in chunk], guidance=plan.self_guidance,
+                                labels=[i % classes for i in chunk] if classes else None, batch_size=batch_size)
         for i, img in zip(chunk, res.images):
             save_png(img, file(i))  # atomic
     return folder
@@ -175,7 +182,8 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
     from .train.state import exported_step
 
     out = Path(out)
-    plan = resolve(plan or NeonPlan(checkpoint=str(checkpoint)))
+    plan = plan or NeonPlan(checkpoint=str(checkpoint))
+    plan = resolve(replace(plan, self_precision=plan.self_precision or evaluator.get("precision") or "fp32"))
     seeds = seed_sets(plan.n_self, plan.n_select, 1)
     out.mkdir(parents=True, exist_ok=True)
     plan_file, plan_dict = out / "neon.json", json_ready(asdict(plan))
@@ -217,7 +225,7 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
         "method": "Neon (Alemohammad, Wang, Baraniuk, ICLR 2026): theta = (1 + w) theta_base - w theta_finetuned",
         "base": str(plan.checkpoint), "w": best, "w_grid": list(plan.weights),
         "self_set": {"n": plan.n_self, "sampler": plan.self_sampler, "steps": plan.self_steps,
-                     "guidance": plan.self_guidance, "seeds": seeds["self"],
+                     "guidance": plan.self_guidance, "precision": plan.self_precision, "seeds": seeds["self"],
                      "labels": "i % num_classes" if base_model.num_classes else None},
         "finetune": {"images": cfg["train"]["max_steps"] * plan.batch_size, "steps": cfg["train"]["max_steps"],
                      "batch_size": plan.batch_size, "lr": plan.lr, "ema_half_life_kimg": plan.ema_half_life_kimg,

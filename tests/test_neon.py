@@ -1,6 +1,7 @@
 """Neon (genstudio.neon): the merge formula, a Gaussian case where the best w is known in closed form, disjoint seed
 sets, and the whole pipeline (S, fine-tune through the training loop, sweep, export, resume) on a micro model."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,7 +9,17 @@ import torch
 import genstudio
 from genstudio.cli import main
 from genstudio.config import config_from_dict
-from genstudio.neon import SELECTION_SEED, SELF_SEED, NeonPlan, merge, neon, seed_sets, select_weight
+from genstudio.neon import (
+    SELECTION_SEED,
+    SELF_SEED,
+    NeonPlan,
+    make_self_set,
+    merge,
+    neon,
+    resolve,
+    seed_sets,
+    select_weight,
+)
 from genstudio.train import run
 from tests.helpers import make_toy_folder, random_classifier, toy_config
 
@@ -95,6 +106,7 @@ def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, cap
     assert record["finetune"] == {"images": 8, "steps": 2, "batch_size": 4, "lr": 1e-4,
                                   "ema_half_life_kimg": 0.0008, "base_images_seen": 16, "objective": "edm"}
     assert record["selection"]["seeds"] == [SELECTION_SEED, SELECTION_SEED + 7]
+    assert record["self_set"]["precision"] == "fp32"  # the evaluator's precision, by default
     assert set(record["selection"]["scores"]) == {"0", "1"} and record["w"] in (0.0, 1.0)
     sweep = json.loads((out / "sweep.json").read_text())
     assert sweep["0"]["protocol"]["seeds"]["first"] == SELECTION_SEED and sweep["1"]["protocol"]["n"] == 8
@@ -117,6 +129,18 @@ def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, cap
     assert {p: p.stat().st_mtime_ns for p in before} == before
     with pytest.raises(ValueError, match="another plan"):
         neon(ckpt, out, plan=NeonPlan(**{**plan.__dict__, "n_self": 9}), **evaluator)
+
+
+def test_s_can_be_sampled_in_bf16_and_a_bad_precision_is_refused(trained, tmp_path):
+    ckpt, _ = trained
+    plan = resolve(NeonPlan(checkpoint=str(ckpt), n_self=4, self_steps=2, self_precision="bf16"))
+    bf16 = make_self_set(plan, tmp_path / "bf16")
+    fp32 = make_self_set(replace(plan, self_precision="fp32"), tmp_path / "fp32")
+    files = sorted(p.relative_to(bf16) for p in bf16.rglob("*.png"))
+    assert len(files) == 4 and files == sorted(p.relative_to(fp32) for p in fp32.rglob("*.png"))
+    assert any((bf16 / f).read_bytes() != (fp32 / f).read_bytes() for f in files)  # autocast was on
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        resolve(NeonPlan(checkpoint=str(ckpt), self_precision="fp16"))
 
 
 def test_neon_refuses_a_checkpoint_without_its_recipe(tmp_path, capsys):
