@@ -78,3 +78,35 @@ def test_recipe_benchmark_on_toy_images(tmp_path):
     ours, peer = report["results"]
     assert ours["images"] == peer["images"] == 16 and (ours["nfe"], peer["nfe"]) == (10, 2)
     assert peer["fid_vs_ours"] == peer["c10_fid"] / ours["c10_fid"] and "fid_vs_ours" in stdout
+
+
+def test_improve_reuses_a_card_score_only_on_the_same_files_and_protocol(tmp_path, monkeypatch):
+    import argparse
+    import shutil
+
+    from genstudio.evaluation.options import add_arguments, from_args
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import improve
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def found(ckpt, *flags, n=10_000, seed=0, **cell):
+        return improve.recorded(ckpt, n, seed, from_args(parser.parse_args(list(flags))), {"guidance": 1.0, **cell})
+
+    ckpt = ROOT / "checkpoints" / "flow_small_cifar10"  # its card: 10k scores at 10 NFE in fp32 and bf16
+    bf16, fp32 = found(ckpt, "--precision", "bf16"), found(ckpt)
+    assert (bf16["protocol"]["precision"], fp32["protocol"]["precision"]) == ("bf16", "fp32")
+    assert bf16["protocol"]["seeds"]["first"] == 0 and bf16["protocol"]["steps"] == 10
+    assert found(ckpt, "--precision", "bf16", "--batch-size", "100")["metrics"] == bf16["metrics"]
+    for flags, cell in [((), {"n": 2000}), ((), {"seed": 10_000}), (("--precision", "bf16"), {"steps": 5}),
+                        (("--extractor", "inception"), {}), (("--split", "test"), {}), ((), {"guidance": 2.0})]:
+        assert found(ckpt, *flags, **cell) is None, (flags, cell)
+    copy = tmp_path / "copy"
+    shutil.copytree(ckpt, copy)
+    card = json.loads((copy / "metrics.json").read_text())
+    for s in card["scores"]:
+        s["protocol"]["checkpoint"]["sha256"] = "0" * 64  # scored on other model files
+    (copy / "metrics.json").write_text(json.dumps(card))
+    assert found(copy) is None
