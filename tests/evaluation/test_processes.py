@@ -1,6 +1,6 @@
 """Evaluation over processes: two CPU processes under `accelerate launch` share the batches of eval and sweep and
-the shards of reflow pair generation, and gather; image i comes from seed + i, so the scores and the pairs are
-those of one process, bit for bit; the pairs carry the same seeds and labels, and the same samples to float16
+the shards of reflow pair generation, and gather; image i comes from seed + i, so the scores are those of one
+process, bit for bit; the pairs carry the same seeds and labels, and the same samples to float16
 rounding (CPU kernels may round a last bit differently in another process's memory layout)."""
 from __future__ import annotations
 
