@@ -136,6 +136,14 @@ def noisy_split(n: int, clean_fraction: float, seed: int) -> tuple[torch.Tensor,
     return order[:k].sort().values, order[k:].sort().values
 
 
+def fixed_subset(n: int, size: int, seed: int) -> torch.Tensor:
+    """The image indices of `data.limit`: a fixed random `size` of 0..n-1 drawn from `seed` (all of them, in order,
+    when size is 0 or at least n)."""
+    if not size or size >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:size]
+
+
 def noisy_copy(images_uint8: torch.Tensor, index: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     """The fixed noisy copy y_i = x_i + sigma eps_i in model range (float32) of images[index]: eps_i is drawn from
     seed and i alone (its own generator, seeded (seed << 20) + i: seed < 4096, i < 2^20), so a copy never depends on

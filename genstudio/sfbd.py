@@ -25,7 +25,7 @@ from .atomic import write_json
 from .checks import read_json_object
 from .config import ConfigError, check_noisy, config_from_dict
 from .core.noise import generators
-from .data import load_images, noisy_copy, noisy_split
+from .data import fixed_subset, load_images, noisy_copy, noisy_split
 from .images import save_png, to_uint8
 from .model import Guided
 
@@ -51,8 +51,9 @@ class SFBDPlan:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"sfbd {key} = {value!r} must be a positive integer")
         samplers.get(self.sampler)  # an unknown name is an error naming the samplers
-        if self.config.get("data", {}).get("limit") or self.config.get("data", {}).get("noisy"):
-            raise ConfigError("sfbd sets the data itself: leave data.limit and data.noisy unset in its config")
+        if self.config.get("data", {}).get("noisy"):
+            raise ConfigError("sfbd sets data.noisy itself: leave it unset in its config (data.limit, if set, "
+                              "picks the images SFBD works on)")
 
     def noisy(self, part: str) -> dict[str, Any]:
         return {"sigma": self.sigma, "clean_fraction": self.clean_fraction, "seed": self.seed, "part": part}
@@ -116,24 +117,26 @@ def _denoise_round(plan: SFBDPlan, model_dir: Path, folder: Path, r: int, batch_
     d = plan.config.get("data", {})
     data = load_images(d.get("source", "cifar10"), split=d.get("split", "train"), image_size=d.get("image_size", 32),
                        cache_dir=d.get("cache_dir") or None)
-    n = len(data.images)
+    subset = fixed_subset(len(data.images), d.get("limit", 0), plan.config.get("train", {}).get("seed", 0))
+    images, labels = data.images[subset], data.labels[subset]   # what the pretraining run's data.noisy split
+    n = len(images)
     clean, noisy = noisy_split(n, plan.clean_fraction, plan.seed)
 
     def file(i: int) -> Path:
-        return folder / f"{max(int(data.labels[i]), 0):03d}" / f"{i:06d}.png"
+        return folder / f"{max(int(labels[i]), 0):03d}" / f"{i:06d}.png"
 
     for i in clean.tolist():
         if not file(i).is_file():
-            save_png(data.images[i].permute(1, 2, 0).numpy(), file(i))
+            save_png(images[i].permute(1, 2, 0).numpy(), file(i))
     todo = [i for i in noisy.tolist() if not file(i).is_file()]
     if todo:
         model, _ = load_model(model_dir)
         for s in range(0, len(todo), batch_size):
             idx = torch.tensor(todo[s:s + batch_size])
-            y = noisy_copy(data.images, idx, plan.sigma, plan.seed)
-            labels = data.labels[idx] if model.num_classes else None
+            y = noisy_copy(images, idx, plan.sigma, plan.seed)
+            given = labels[idx] if model.num_classes else None
             with torch.no_grad():
-                x = denoise(model, y, plan.sigma, plan.sampler, plan.steps, labels,
+                x = denoise(model, y, plan.sigma, plan.sampler, plan.steps, given,
                             [DENOISE_SEED + r * n + int(i) for i in idx])
             for i, img in zip(idx.tolist(), to_uint8(x)):
                 save_png(img, file(i))  # atomic

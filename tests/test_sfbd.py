@@ -3,8 +3,10 @@ pipeline that resumes at the stage it was killed in."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import genstudio.sfbd as sfbd_module
 from genstudio.config import ConfigError, config_from_dict
@@ -86,6 +88,7 @@ def test_a_killed_pipeline_resumes_at_the_stage_it_stopped_in(tmp_path, toy_data
     cfg = toy_config(tmp_path, toy_data, batch_size=4, checkpoint_every=2)
     cfg["model"].update(path={"name": "linear"}, prediction="velocity", precond={"name": "none"})
     cfg["objective"] = {"name": "flow_matching"}
+    cfg["data"]["limit"] = 30                                            # SFBD works on 30 of the 40 toy images
     config = config_from_dict(cfg).to_dict()
     plan = SFBDPlan(config=config, sigma=0.5, clean_fraction=0.5, seed=0, rounds=1, pretrain_steps=2,
                     round_steps=2, sampler="euler", steps=2)
@@ -104,7 +107,12 @@ def test_a_killed_pipeline_resumes_at_the_stage_it_stopped_in(tmp_path, toy_data
     state = json.loads((out / "state.json").read_text())
     assert state["done"] == ["pretrain", "denoise_1"]
     pngs = sorted((out / "round_1" / "data").rglob("*.png"))
-    assert len(pngs) == 40                                               # 20 clean + 20 denoised
+    assert len(pngs) == 30                                               # 15 clean + 15 denoised
+    pretrained_on, _, _ = training_data(config_from_dict({**config, "data": {**config["data"],
+                                                                             "noisy": plan.noisy("clean")}}), 2)
+    clean_pngs = [np.asarray(Image.open(p)).transpose(2, 0, 1) for p in pngs
+                  if int(p.stem) in noisy_split(30, 0.5, 0)[0].tolist()]
+    assert sorted(x.tobytes() for x in clean_pngs) == sorted(x.numpy().tobytes() for x in pretrained_on)
     stamps = {p: p.stat().st_mtime_ns for p in [*pngs, out / "pretrain" / "model" / "genstudio.json"]}
     calls.clear()
     monkeypatch.setattr(sfbd_module, "_train", lambda c: calls.append(c["train"]["output_dir"]) or real_train(c))

@@ -11,7 +11,7 @@ import torch
 import samplers
 from genstudio.checkpoint import load_model
 from genstudio.config import Config, ConfigError
-from genstudio.data import load_images, noisy_copy, noisy_split
+from genstudio.data import fixed_subset, load_images, noisy_copy, noisy_split
 from genstudio.families import build_from_config
 from genstudio.lineage import commit, precision
 from genstudio.model import Model
@@ -74,8 +74,8 @@ def init_weights(model: Model, source: str | Path, key: str = "train.init_from")
 
 def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(images, labels, noise): uint8 images from a data source, or float samples with their fixed noise
-    from a reflow pairs folder (noise is None otherwise); a `data.limit` subset is fixed by the seed. Float
-    data with a NaN or infinite value is refused (ValueError naming the file and sample)."""
+    from a reflow pairs folder (noise is None otherwise); a `data.limit` subset is fixed by the seed, and data.noisy
+    splits that subset. Float data with a NaN or infinite value is refused (ValueError naming the file and sample)."""
     noise = None
     if is_pairs_folder(config.data.source):
         pairs = load_pairs(config.data.source)  # refuses non-finite samples, naming the shard and row
@@ -84,6 +84,9 @@ def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch
         data = load_images(config.data.source, split=config.data.split, image_size=config.data.image_size,
                            cache_dir=config.data.cache_dir or None)
         images, labels = data.images, data.labels
+    if config.data.limit and config.data.limit < len(images):
+        keep = fixed_subset(len(images), config.data.limit, config.train.seed)
+        images, labels, noise = images[keep], labels[keep], (noise[keep] if noise is not None else None)
     if config.data.noisy:  # SFBD's data: the clean fraction, or the fixed noisy copies of the rest (float)
         if noise is not None:
             raise ConfigError("data.noisy applies to images, not to a reflow pairs folder")
@@ -95,10 +98,6 @@ def training_data(config: Config, num_classes: int) -> tuple[torch.Tensor, torch
                               f"(clean_fraction = {nz['clean_fraction']})")
         images, labels = (images[clean] if nz["part"] == "clean" else
                           noisy_copy(images, noisy, nz["sigma"], nz["seed"])), labels[keep]
-    if config.data.limit and config.data.limit < len(images):
-        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.train.seed))
-        keep = keep[:config.data.limit]
-        images, labels, noise = images[keep], labels[keep], (noise[keep] if noise is not None else None)
     if num_classes and int(labels.min()) < 0:
         raise ConfigError(f"{config.data.source} has no class labels, but model.num_classes = {num_classes}")
     if num_classes and int(labels.max()) >= num_classes:
