@@ -99,7 +99,7 @@ def cmd_sfbd(args: argparse.Namespace) -> int:
     config = load_config(args.config, [f"--{kv}" for kv in args.set]).to_dict()  # checked before any work
     plan = SFBDPlan(config=config, sigma=args.sigma, clean_fraction=args.clean_fraction, seed=args.seed,
                     rounds=args.rounds, pretrain_steps=args.pretrain_steps, round_steps=args.round_steps,
-                    sampler=args.sampler, steps=args.steps)
+                    sampler=args.sampler, steps=args.steps, clean_only=args.clean_only)
     state = sfbd(plan, args.out)
     print("\n".join(f"  {name}: {path}" for name, path in state["models"].items()))
     return 0
@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-steps", type=int, required=True, help="each retraining run, from the last round's model")
     p.add_argument("--sampler", default="heun", help="the denoising sampler (from sigma down to 0)")
     p.add_argument("--steps", type=int, default=10, help="its steps")
+    p.add_argument("--clean-only", action="store_true",
+                   help="the control: the same runs, every round on the clean images alone (no denoising)")
     p.set_defaults(fn=cmd_sfbd)
 
     p = sub.add_parser("learn-grid", help="learn a few-step time grid for a sampler at a fixed NFE (stored in the "

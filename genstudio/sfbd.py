@@ -3,6 +3,7 @@ noisy copy y = x + sigma eps each. Pretrain on the small clean fraction, then al
   - denoise: every noisy copy through the current model, from the noise level sigma down to t = 0, and
   - retrain: a normal training run (any diffusion or flow family) on the clean images plus the denoised ones.
 
+`plan.clean_only` is the control: the same runs with every round on the clean images alone.
 `sfbd(plan, out)` runs every stage in `out`; `out/state.json` (written atomically) lists the stages done, so a killed
 pipeline resumes at the stage it stopped in, and that stage resumes too (a training run from its checkpoint, the
 denoising at the first image not yet written). The noisy copy is genstudio.data.noisy_copy: fixed by the seed."""
@@ -43,6 +44,7 @@ class SFBDPlan:
     round_steps: int = 1000       # each retraining run, from the previous round's weights
     sampler: str = "heun"         # the denoiser's sampler (an ODE or SDE one) and its steps from sigma to 0
     steps: int = 10
+    clean_only: bool = False      # the control: every round retrains on the clean images alone (no denoising)
 
     def __post_init__(self):
         check_noisy(self.noisy("clean"))
@@ -170,10 +172,12 @@ def sfbd(plan: SFBDPlan, out: str | Path) -> dict[str, Any]:
         "noisy": plan.noisy("clean")})))
     model = out / "pretrain" / "model"
     for r in range(1, plan.rounds + 1):
-        data = out / f"round_{r}" / "data"
-        stage(f"denoise_{r}", lambda m=model, d=data, r=r: _denoise_round(plan, m, d, r))
-        cfg = _train_config(plan, out / f"round_{r}" / "train", plan.round_steps,
-                            {"source": str(data), "split": "train", "limit": 0, "noisy": {}}, init_from=str(model))
+        data: dict[str, Any] = {"noisy": plan.noisy("clean")}
+        if not plan.clean_only:
+            folder = out / f"round_{r}" / "data"
+            stage(f"denoise_{r}", lambda m=model, d=folder, r=r: _denoise_round(plan, m, d, r))
+            data = {"source": str(folder), "split": "train", "limit": 0, "noisy": {}}
+        cfg = _train_config(plan, out / f"round_{r}" / "train", plan.round_steps, data, init_from=str(model))
         stage(f"train_{r}", lambda c=cfg: _train(c))
         model = out / f"round_{r}" / "train" / "model"
     state["seconds_this_call"] = round(time.perf_counter() - t0, 1)

@@ -122,3 +122,14 @@ def test_a_killed_pipeline_resumes_at_the_stage_it_stopped_in(tmp_path, toy_data
     assert Path(state["models"]["train_1"]).is_dir()
     with pytest.raises(ValueError, match="another plan"):
         sfbd(SFBDPlan(**{**plan.__dict__, "sigma": 0.4}), out)
+
+
+def test_the_clean_only_control_runs_the_same_rounds_without_denoising(tmp_path, toy_data):
+    cfg = toy_config(tmp_path, toy_data, batch_size=4, checkpoint_every=2)
+    plan = SFBDPlan(config=config_from_dict(cfg).to_dict(), sigma=0.5, clean_fraction=0.25, rounds=2,
+                    pretrain_steps=1, round_steps=1, clean_only=True)
+    state = sfbd(plan, tmp_path / "control")
+    assert state["done"] == ["pretrain", "train_1", "train_2"] and not list((tmp_path / "control").rglob("*.png"))
+    round_2 = json.loads((tmp_path / "control" / "round_2" / "train" / "model" / "genstudio.json").read_text())
+    assert round_2["training"]["config"]["data"]["noisy"] == plan.noisy("clean")
+    assert round_2["training"]["config"]["train"]["init_from"] == state["models"]["train_1"]
