@@ -110,3 +110,21 @@ def test_improve_reuses_a_card_score_only_on_the_same_files_and_protocol(tmp_pat
         s["protocol"]["checkpoint"]["sha256"] = "0" * 64  # scored on other model files
     (copy / "metrics.json").write_text(json.dumps(card))
     assert found(copy) is None
+
+
+def test_sfbd_arms_benchmark_on_a_micro_model(tmp_path):
+    from tests.helpers import make_toy_folder, random_classifier, toy_config
+    from tests.train.runs import write_toml
+
+    data = make_toy_folder(tmp_path / "toy")
+    write_toml(tmp_path / "cfg.toml", toy_config(tmp_path, data, batch_size=4, sample_every=0))
+    report, stdout = _run("sfbd_arms.py", "--config", str(tmp_path / "cfg.toml"), "--work", str(tmp_path / "w"),
+                          "--limit", "30", "--fractions", "0.5", "--rounds", "1", "--pretrain-steps", "2",
+                          "--round-steps", "2", "--n", "8", "--metrics", "fid", "--reference", str(data),
+                          "--classifier", str(random_classifier(tmp_path / "clf.safetensors")), "--batch-size", "8",
+                          "--cache-dir", str(tmp_path / "cache"), tmp_path=tmp_path)
+    rows = {(r["arm"], r["seeds"][0]): r for r in report["rows"]}
+    assert set(rows) == {("pretrain", 0), ("sfbd", 0), ("control", 0), ("control", 8)} and "seed-to-seed" in stdout
+    assert rows["sfbd", 0]["images_seen"] == rows["control", 0]["images_seen"] == 16
+    assert rows["sfbd", 0]["model_sha256"] != rows["control", 0]["model_sha256"]
+    assert len(list((tmp_path / "w" / "sfbd_c0.5" / "round_1" / "data").rglob("*.png"))) == 30
