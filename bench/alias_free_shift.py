@@ -2,11 +2,11 @@
 
     python bench/alias_free_shift.py [--standard CKPT --alias-free CKPT] --out bench/out/alias_free_shift
 
-x is a noised CIFAR-10 test image x_t at one time t; the shift is band-limited and periodic (a Fourier phase
-ramp, genstudio.core.resample.shift_fourier) by s pixels along both axes, s in 0.25 .. 2; the error is
-|F(shift_s x) - shift_s F(x)| / |F(x)| over the interior (8 pixels from each border left out: the UNet's
-convolutions pad with zeros). Without checkpoints it measures freshly initialised `small` and `small_alias_free`
-networks (seed 0), the architecture alone. Writes shift.json and shift.png.
+x is a noised CIFAR-10 test image x_t = alpha(t) x_0 + sigma(t) eps at one time t of each network's own path;
+the shift is band-limited and periodic (a Fourier phase ramp, genstudio.core.resample.shift_fourier) by s pixels
+along both axes, s in 0.25 .. 2; the error is |F(shift_s x) - shift_s F(x)| / |F(x)| over the interior (8 pixels
+from each border left out: the UNet's convolutions pad with zeros). Without checkpoints it measures freshly
+initialised `small` and `small_alias_free` networks (seed 0), the architecture alone. Writes shift.json and shift.png.
 """
 from __future__ import annotations
 
@@ -49,13 +49,13 @@ def main() -> None:
     p.add_argument("--out", default="bench/out/alias_free_shift")
     args = p.parse_args()
     x0 = to_model_range(load_images("$GENSTUDIO_DATA/cifar10/test.tar.gz", split="test").images[:args.n]).float()
-    g = torch.Generator().manual_seed(0)
-    x = (1 - args.t) * x0 + args.t * torch.randn(x0.shape, generator=g)
-    t = torch.full((len(x),), args.t)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.full((len(x0),), args.t)
     m = 8
     rows = {}
     with torch.no_grad():
         for name, model in networks(args).items():
+            x = model.path.alpha(args.t) * x0 + model.path.sigma(args.t) * eps
             base = model(x, t)
             errs = []
             for s in SHIFTS:
