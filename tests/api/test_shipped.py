@@ -29,7 +29,7 @@ def test_every_shipped_checkpoint_samples_with_its_defaults():
         pipe = genstudio.load(folder, device="cpu")
         d = pipe.defaults()
         labels = [0, 1] if pipe.num_classes else None
-        result = pipe.generate(2, steps=min(int(d["steps"]), 2), seed=0, labels=labels)
+        result = pipe.generate(2, steps=int(d["steps"]), seed=0, labels=labels)  # Blackout at 2 steps is flat grey
         assert result.images.shape == (2, 32, 32, 3) and result.images.std() > 5, folder.name
 
 
