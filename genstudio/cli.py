@@ -61,13 +61,14 @@ def cmd_learn_grid(args: argparse.Namespace) -> int:
     checkpoint = _checkpoint_arg(args.checkpoint)
     pipe = Pipeline.load(checkpoint, device=args.device)
     record = learn_grid(pipe, args.sampler, args.nfe, n=args.n, seed=args.seed, guidance=args.guidance,
-                        teacher=args.teacher, teacher_steps=args.teacher_steps, max_evals=args.max_evals)
+                        teacher=args.teacher, teacher_steps=args.teacher_steps, max_evals=args.max_evals,
+                        loss=args.loss)
     name = save_grid(checkpoint, record, args.name)
     p = record["protocol"]
     hand = ", ".join(f"{k} {v:.3g}" for k, v in p["hand_made_losses"].items())
     print(f"{checkpoint}: grid {name!r} ({args.sampler}, {record['steps']} steps, NFE {args.nfe}) -> grids.json\n"
           f"  times {[round(t, 5) for t in record['times']]}\n"
-          f"  MSE to the teacher on seeds {p['seeds']['first']}..{p['seeds']['last']}: "
+          f"  {p['loss_name']} distance to the teacher on seeds {p['seeds']['first']}..{p['seeds']['last']}: "
           f"learned {p['learned_loss']:.3g}; hand-made {hand}; {p['evaluations']} evaluations, {p['seconds']} s\n"
           f"  use it with --grid {name} (or --grid learned)")
     return 0
@@ -370,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default="heun", help="the many-step deterministic sampler to match")
     p.add_argument("--teacher-steps", type=int, default=100)
     p.add_argument("--max-evals", type=int, default=100, help="sampler runs the search may make")
+    p.add_argument("--loss", default="mse",
+                   help="the distance to the teacher: mse (pixels) or c10 (the c10 classifier's features)")
     p.add_argument("--name", default=None, help="default: learned_<sampler>_nfe<NFE>")
     p.add_argument("--device", default=None)
     p.set_defaults(fn=cmd_learn_grid)

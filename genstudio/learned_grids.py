@@ -1,9 +1,10 @@
 """Learned time grids: the times of a few-step grid chosen so that a deterministic sampler's output from given noise
 matches a many-step teacher's output from the same noise (the aim of LD3: Tong et al. 2025, "Learning to Discretize
 Denoising Diffusion ODEs"). LD3 trains the times by gradient through the sampler with an LPIPS loss; here the K-1 free
-times are searched without gradients (scipy's Powell method) on the mean squared error, so every deterministic zoo
-sampler can be tuned as it is, and the search starts from the best hand-made grid, which it can only improve on the
-noise it learns from. The grid is monotone by construction and its ends (t_0 and the final 0) stay fixed."""
+times are searched without gradients (scipy's Powell method) on a distance to the teacher (pixel MSE, or the distance
+of the c10 classifier's features, a perceptual loss in LPIPS's place), so every deterministic zoo sampler can be tuned
+as it is, and the search starts from the best hand-made grid, which it can only improve on the noise it learns from.
+The grid is monotone by construction and its ends (t_0 and the final 0) stay fixed."""
 from __future__ import annotations
 
 import math
@@ -56,10 +57,36 @@ def grid_params(ts: Tensor, path: NoisePath, t_min: float | None = None) -> np.n
     return np.log(np.maximum(gaps, MIN_SHARE))
 
 
+Embedding = Callable[[Tensor], Tensor]   # sampler outputs (N, ...) -> (N, D); the loss is the MSE between embeddings
+
+
+def pixel_embedding(pipe) -> Embedding:
+    """The sampler's output itself (pixels, or latents for a latent model)."""
+    return lambda x: x.flatten(1)
+
+
+def c10_embedding(pipe) -> Embedding:
+    """The penultimate features of the shipped CIFAR-10 classifier (the evaluator's c10 extractor)."""
+    from genstudio.evaluation.classifier import load_classifier
+
+    if tuple(pipe.model.state_shape) != (3, 32, 32):
+        raise ValueError(f"the c10 loss compares CIFAR-10 images; this model samples {tuple(pipe.model.state_shape)} "
+                         f"states (use --loss mse)")
+    net = load_classifier(device=pipe.device).requires_grad_(False)
+    return lambda x: net.features(x.to(pipe.device, torch.float32).clamp(-1, 1)).double().cpu()
+
+
+GRID_LOSSES: dict[str, tuple[Callable[[Any], Embedding], str]] = {
+    "mse": (pixel_embedding, "mean squared error to the teacher's output from the same noise, images in [-1, 1]"),
+    "c10": (c10_embedding, "mean squared distance of the c10 classifier's penultimate features to those of the "
+                           "teacher's output from the same noise (a perceptual loss, as LD3's LPIPS)"),
+}
+
+
 @dataclass
 class SearchResult:
     times: Tensor
-    loss: float            # mean squared error to the teacher of the learned grid
+    loss: float            # distance to the teacher of the learned grid
     start_loss: float      # ... of the grid the search started from
     evaluations: int
 
@@ -107,10 +134,14 @@ def steps_for_nfe(spec: samplers.SamplerSpec, nfe: int) -> int:
 
 def learn_grid(pipe, sampler: str, nfe: int, *, n: int = 64, seed: int = SELECTION_SEED, guidance: float = 1.0,
                teacher: str = "heun", teacher_steps: int = 100, max_evals: int = 100, batch_size: int = 64,
-               grids: tuple[str, ...] = ("uniform", "quadratic", "karras", "logsnr")) -> dict[str, Any]:
+               grids: tuple[str, ...] = ("uniform", "quadratic", "karras", "logsnr"), loss: str = "mse"
+               ) -> dict[str, Any]:
     """Learn a grid for `sampler` at `nfe` on the loaded model `pipe` (genstudio.api.Pipeline): noise of seeds
-    seed .. seed + n - 1 (labels i % classes), the teacher `teacher` at `teacher_steps` on its default grid. Returns the
-    record `save_grid` stores: its times and the protocol it was learned under, with the hand-made grids' losses."""
+    seed .. seed + n - 1 (labels i % classes), the teacher `teacher` at `teacher_steps` on its default grid, the
+    distance `loss` of GRID_LOSSES. Returns the record `save_grid` stores: its times and the protocol it was learned
+    under, with the hand-made grids' losses."""
+    if loss not in GRID_LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(GRID_LOSSES)}")
     spec = samplers.get(sampler, pipe.model)
     steps = steps_for_nfe(spec, nfe)
     teacher_spec = samplers.get(teacher, pipe.model)
@@ -134,25 +165,26 @@ def learn_grid(pipe, sampler: str, nfe: int, *, n: int = 64, seed: int = SELECTI
                 out.append(run_sampler(s, field, z, ts).double().cpu())
         return torch.cat(out)
 
-    target = run(teacher_spec, pipe.grid_times(pipe.grid_for(teacher), teacher_steps))
+    embed = GRID_LOSSES[loss][0](pipe)
+    target = embed(run(teacher_spec, pipe.grid_times(pipe.grid_for(teacher), teacher_steps)))
 
-    def loss(ts: Tensor) -> float:
-        return float(((run(spec, ts) - target) ** 2).mean())
+    def distance(ts: Tensor) -> float:
+        return float(((embed(run(spec, ts)) - target) ** 2).mean())
 
     hand = {}
     for name in dict.fromkeys((pipe.grid_for(sampler), *grids)):
         try:
-            hand[name] = loss(make_grid(name, path, steps))
+            hand[name] = distance(make_grid(name, path, steps))
         except ValueError:  # a grid this path cannot make (e.g. ddpm off a discrete path)
             continue
     best = min(hand, key=hand.__getitem__)
-    result = search_times(loss, make_grid(best, path, steps), path, max_evals=max_evals)
+    result = search_times(distance, make_grid(best, path, steps), path, max_evals=max_evals)
     return {
         "sampler": sampler, "steps": steps, "nfe": nfe, "times": result.times.tolist(),
         "protocol": {
             "method": "Powell search over the free times in log sigma~, from the best hand-made grid (LD3's aim, "
                       "without its gradients or LPIPS)",
-            "loss": "mean squared error to the teacher's output from the same noise, images in [-1, 1]",
+            "loss": GRID_LOSSES[loss][1], "loss_name": loss,
             "teacher": {"sampler": teacher, "steps": teacher_steps, "grid": pipe.grid_for(teacher),
                         "nfe": teacher_spec.nfe(teacher_steps)},
             "guidance": guidance, "seeds": {"first": seed, "last": seed + n - 1, "rule": "noise of seed + i"},

@@ -217,11 +217,12 @@ def write_pairs(folder, n=16, size=8):
 SIZE = 16  # the micro checkpoints' image size: uploads are resized to it
 
 
-def field_checkpoint(root: Path) -> Path:
-    """A class-conditional (2 classes) micro-UNet EDM model, untrained, 16x16, defaulting to Heun with 3 steps."""
+def field_checkpoint(root: Path, size: int = SIZE) -> Path:
+    """A class-conditional (2 classes) micro-UNet EDM model, untrained, 16x16 (or size), defaulting to Heun with 3
+    steps."""
     torch.manual_seed(0)
     cfg = toy_config(root, root)
-    cfg["data"]["image_size"] = SIZE
+    cfg["data"]["image_size"] = size
     model = build_model(config_from_dict(cfg)).eval()
     return export_model(model, root / "field_ckpt", training={"steps": 0, "note": "untrained test model"},
                         defaults={"sampler": "heun", "steps": 3, "grid": "karras"})

@@ -94,6 +94,19 @@ def test_learn_store_and_use_a_grid_on_a_checkpoint(tmp_path, capsys):
     assert set(genstudio.load(ckpt, device="cpu").learned_grids()) == {name, "learned_euler_nfe2"}
 
 
+def test_a_grid_learned_on_the_c10_features(tmp_path, capsys):
+    ckpt = field_checkpoint(tmp_path, size=32)
+    pipe = genstudio.load(ckpt, device="cpu")
+    record = learn_grid(pipe, "dpmpp_2m", 3, n=2, teacher_steps=4, max_evals=4, loss="c10")
+    p, pixels = record["protocol"], learn_grid(pipe, "dpmpp_2m", 3, n=2, teacher_steps=4, max_evals=1)["protocol"]
+    assert p["loss_name"] == "c10" and "c10 classifier" in p["loss"] and pixels["loss_name"] == "mse"
+    assert p["learned_loss"] <= min(p["hand_made_losses"].values())
+    assert p["hand_made_losses"] != pixels["hand_made_losses"]  # the distance is measured on features, not pixels
+    assert main(["learn-grid", str(ckpt), "--sampler", "euler", "--nfe", "2", "--n", "1", "--teacher-steps", "2",
+                 "--max-evals", "1", "--loss", "c10"]) == 0
+    assert "c10 distance to the teacher" in capsys.readouterr().out
+
+
 def test_bad_requests_and_bad_files_are_clear_errors(tmp_path):
     ckpt = field_checkpoint(tmp_path)
     pipe = genstudio.load(ckpt, device="cpu")
@@ -101,6 +114,10 @@ def test_bad_requests_and_bad_files_are_clear_errors(tmp_path):
         learn_grid(pipe, "euler_ancestral", 3)
     with pytest.raises(ValueError, match="not a whole number of two or more steps"):
         learn_grid(pipe, "heun", 4)
+    with pytest.raises(ValueError, match="unknown loss 'lpips'"):
+        learn_grid(pipe, "dpmpp_2m", 3, loss="lpips")
+    with pytest.raises(ValueError, match="c10 loss compares CIFAR-10 images"):  # a 16x16 model
+        learn_grid(pipe, "dpmpp_2m", 3, loss="c10")
     with pytest.raises(ValueError, match="needs a field model"):
         learn_grid(genstudio.load(map_checkpoint(tmp_path), device="cpu"), "dpmpp_2m", 3)
     with pytest.raises(ValueError, match="name"):
