@@ -14,7 +14,7 @@ noise as an uninterrupted one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
 
@@ -56,6 +56,11 @@ class Objective:
     def loss(self, model, batch: Batch, *, step: int | None = None, total_steps: int | None = None,
              extra: dict[str, nn.Module] | None = None) -> Loss:
         raise NotImplementedError
+
+    def continued(self, steps_done: int, total_steps: int) -> dict[str, Any]:
+        """Options that hold a curriculum where a run of `total_steps` stopped after `steps_done` (a fine-tune
+        then trains at the base's last stage, not its first); {} for an objective without one."""
+        return {}
 
     def __call__(self, model, x0: Tensor, labels: Tensor | None = None, noise: Tensor | None = None,
                  **kwargs) -> Loss:

@@ -107,7 +107,7 @@ class ICTLoss(Objective):
     lambda(sigma_i) d(f(x + sigma_{i+1} z, sigma_{i+1}), sg f(x + sigma_i z, sigma_i)).
 
     The trainer passes `step` and `total_steps` (the curriculum's k and K); called without them, the
-    final discretization N = s1 + 1 is used."""
+    final discretization N = s1 + 1 is used; `levels` fixes N instead (a fine-tune holding the base's N)."""
 
     name: ClassVar[str] = "ict"
     s0: int = 10
@@ -119,9 +119,20 @@ class ICTLoss(Objective):
     huber_c: float | None = None  # None: 0.00054 sqrt(d)
     coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.families.consistency.coupling)
     kl_weight: float = 10.0
+    levels: int | None = None  # N for every step; None: the curriculum's N(k)
 
     def __post_init__(self) -> None:
         check_coupling(self.coupling)
+
+    def num_levels(self, step: int | None, total_steps: int | None) -> int:
+        if self.levels is not None:
+            return self.levels
+        if step is None or total_steps is None:
+            return self.s1 + 1
+        return ict_num_levels(step, total_steps, self.s0, self.s1)
+
+    def continued(self, steps_done: int, total_steps: int) -> dict[str, Any]:
+        return {"levels": self.num_levels(steps_done, total_steps)}
 
     def extra_modules(self, model, data_shape: tuple[int, ...]) -> dict[str, nn.Module]:
         """VCT's trainable noise encoder (coupling = "vct")."""
@@ -132,7 +143,7 @@ class ICTLoss(Objective):
         x0, labels, encoder = batch.x0, batch.labels, (extra or {}).get("encoder")
         _check_model(model, self.metric)
         path = model.path
-        n = self.s1 + 1 if step is None or total_steps is None else ict_num_levels(step, total_steps, self.s0, self.s1)
+        n = self.num_levels(step, total_steps)
         sigmas = karras_sigmas(n, path.t_min, path.t_max, self.rho).to(x0.device)
         probs = lognormal_index_probs(sigmas, self.P_mean, self.P_std)
         i = torch.multinomial(probs, x0.shape[0], replacement=True)
@@ -166,7 +177,8 @@ class ECTLoss(Objective):
     shared noise z and dropout; loss d(f(x + t z, t), sg f(x + r z, r)) / (t - r), f(., 0) = x, with
     d = sqrt(||.||^2 + c^2) - c. The stage is min(step // double_every, max_stage) (double_every default:
     a quarter of the run), so the trainer's `step`/`total_steps` drive the schedule; without them the
-    last stage of a 4-stage run is used. Start it from a trained EDM model with train.init_from."""
+    last stage of a 4-stage run is used; `fixed_stage` holds one stage throughout (a fine-tune continuing its base).
+    Start it from a trained EDM model with train.init_from."""
 
     name: ClassVar[str] = "ect"
     P_mean: float = -1.1
@@ -179,6 +191,7 @@ class ECTLoss(Objective):
     max_stage: int = 8  # beyond ~8 halvings t and r agree to float32 precision: no signal left
     coupling: str = "independent"  # or "vct": learned noise coupling (genstudio.families.consistency.coupling)
     kl_weight: float = 10.0
+    fixed_stage: int | None = None  # the stage for every step; None: the doubling schedule
 
     extra_modules = ICTLoss.extra_modules
 
@@ -186,8 +199,13 @@ class ECTLoss(Objective):
         check_coupling(self.coupling)
 
     def stage(self, step: int | None, total_steps: int | None) -> int:
+        if self.fixed_stage is not None:
+            return self.fixed_stage
         every = self.double_every or max(1, (total_steps or 4) // 4)
         return 3 if step is None else min(step // every, self.max_stage)
+
+    def continued(self, steps_done: int, total_steps: int) -> dict[str, Any]:
+        return {"fixed_stage": self.stage(steps_done, total_steps)}
 
     def loss(self, model, batch: Batch, *, step: int | None = None, total_steps: int | None = None,
              extra: dict[str, nn.Module] | None = None) -> Tensor:

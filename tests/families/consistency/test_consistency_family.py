@@ -61,6 +61,9 @@ def test_ict_formulas():
     assert [ict_num_levels(k, K) for k in (0, 49_999, 50_000, 100_000, 150_000, 300_000, 349_999, 350_000, 399_999)] \
         == [11, 11, 21, 41, 81, 641, 641, 1281, 1281]
     assert ict_num_levels(5, 16, s0=2, s1=8) == 5  # K' = floor(16 / 3) = 5 -> 2 * 2 + 1
+    # a fine-tune continuing a run holds the N the run stopped at
+    held = ICTLoss().continued(100_000, K)
+    assert held == {"levels": 41} and ICTLoss(**held).num_levels(0, 10) == 41 and ICTLoss().num_levels(0, 10) == 11
     # Karras sigmas, computed independently
     s = karras_sigmas(11, 0.002, 80.0)
     lo, hi = 0.002 ** (1 / 7), 80.0 ** (1 / 7)

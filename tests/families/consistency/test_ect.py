@@ -60,6 +60,14 @@ def test_ect_mapping_function_matches_the_paper():
     assert ECTLoss(double_every=10).stage(10_000, 100_000) == 8  # capped: later stages leave t - r at rounding level
 
 
+def test_a_continued_ect_run_holds_the_stage_its_base_stopped_at():
+    base = ECTLoss(double_every=300)
+    held = base.continued(403, 100_000)
+    assert held == {"fixed_stage": 1}
+    tuned = ECTLoss(double_every=300, **held)
+    assert base.stage(0, 9) == 0 and [tuned.stage(k, 9) for k in (0, 8, 10_000)] == [1, 1, 1]
+
+
 def test_ect_loss_is_finite_with_the_consistency_preconditioning():
     """t clamped at the boundary sigma_min (a few per batch) must not divide by zero."""
     model = Model(EDMTimeMLP(), PATH, "x0", precond_from_config({"name": "consistency", "sigma_min": 0.002}),
