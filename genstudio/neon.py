@@ -145,11 +145,21 @@ def make_self_set(plan: NeonPlan, folder: Path, device: str = "cpu", batch_size:
 
 
 def finetune_config(plan: NeonPlan, data: Path, out: Path) -> dict[str, Any]:
-    """The base's own training config, on S, from the base's weights, for plan.finetune_images images."""
+    """The base's own training config, on S, from the base's weights, for plan.finetune_images images; an objective
+    with a curriculum (ICT's N, ECT's stage) is held where the base stopped."""
+    from .families.registry import objective_from_config
+
     meta = read_meta(plan.checkpoint)
     cfg = _base_config(meta, plan.checkpoint)
     steps = max(1, math.ceil(plan.finetune_images / plan.batch_size))  # type: ignore[operator]
-    cfg = {**cfg, "data": {**cfg["data"], "source": str(data), "split": "train", "limit": 0, "cache_dir": ""},
+    objective = cfg["objective"]
+    options = objective.get("options") or {}
+    done = meta.get("training", {}).get("steps")
+    if done is not None:
+        held = objective_from_config(objective["name"], options).continued(int(done), cfg["train"]["max_steps"])
+        objective = {**objective, "options": {**options, **held}}
+    cfg = {**cfg, "objective": objective,
+           "data": {**cfg["data"], "source": str(data), "split": "train", "limit": 0, "cache_dir": ""},
            "train": {**cfg["train"], "output_dir": str(out), "init_from": str(plan.checkpoint), "max_steps": steps,
                      "batch_size": plan.batch_size, "lr": plan.lr, "warmup_steps": 0, "sample_every": 0,
                      "checkpoint_every": max(1, steps // 4), "ema_half_life_kimg": plan.ema_half_life_kimg,

@@ -13,6 +13,7 @@ from genstudio.neon import (
     SELECTION_SEED,
     SELF_SEED,
     NeonPlan,
+    finetune_config,
     make_self_set,
     merge,
     neon,
@@ -21,7 +22,7 @@ from genstudio.neon import (
     select_weight,
 )
 from genstudio.train import run
-from tests.helpers import make_toy_folder, random_classifier, toy_config
+from tests.helpers import ROOT, make_toy_folder, random_classifier, toy_config
 
 
 def test_merge_is_the_negative_extrapolation_and_w0_is_the_base():
@@ -129,6 +130,18 @@ def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, cap
     assert {p: p.stat().st_mtime_ns for p in before} == before
     with pytest.raises(ValueError, match="another plan"):
         neon(ckpt, out, plan=NeonPlan(**{**plan.__dict__, "n_self": 9}), **evaluator)
+
+
+def test_the_fine_tune_holds_a_curriculum_where_the_base_stopped(trained, tmp_path):
+    ect = resolve(NeonPlan(checkpoint=str(ROOT / "checkpoints" / "ect_cifar10")))
+    cfg = finetune_config(ect, tmp_path / "self", tmp_path / "finetune")
+    meta = genstudio.load(ect.checkpoint, device="cpu").meta
+    done, every = meta["training"]["steps"], meta["training"]["config"]["objective"]["options"]["double_every"]
+    assert cfg["objective"]["options"]["fixed_stage"] == done // every >= 1  # not the first stage again
+    config_from_dict(cfg)  # a valid training config
+    edm = resolve(NeonPlan(checkpoint=str(trained[0])))
+    plain = finetune_config(edm, tmp_path / "self", tmp_path / "finetune")["objective"]
+    assert plain == genstudio.load(edm.checkpoint, device="cpu").meta["training"]["config"]["objective"]
 
 
 def test_s_can_be_sampled_in_bf16_and_a_bad_precision_is_refused(trained, tmp_path):
