@@ -240,7 +240,7 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
         "finetune": {"images": cfg["train"]["max_steps"] * plan.batch_size, "steps": cfg["train"]["max_steps"],
                      "batch_size": plan.batch_size, "lr": plan.lr, "ema_half_life_kimg": plan.ema_half_life_kimg,
                      "base_images_seen": meta.get("training", {}).get("images_seen"),
-                     "objective": cfg["objective"]["name"]},
+                     "objective": cfg["objective"]["name"], "objective_options": cfg["objective"].get("options") or {}},
         "selection": {"seeds": seeds["selection"], "n": plan.n_select, "metric": "fid",
                       "scores": {f"{w:g}": fid[w] for w in sorted(fid)}},
         "report_seeds": "0 .. n-1 (the evaluator's default), disjoint from the selection and S seeds",

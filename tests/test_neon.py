@@ -102,10 +102,12 @@ def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, cap
                     weights=(0.0, 1.0), n_select=8, eval_steps=2)
     record = neon(ckpt, tmp_path / "neon", plan=plan, **evaluator)
     out = tmp_path / "neon"
+    base_recipe = genstudio.load(ckpt, device="cpu").meta["training"]["config"]
     assert sorted(p.name for p in (out / "self").rglob("*.png")) == [f"{SELF_SEED + i:08d}.png" for i in range(8)]
     assert len(list((out / "self" / "001").glob("*.png"))) == 4  # labels i % 2 kept as class folders
     assert record["finetune"] == {"images": 8, "steps": 2, "batch_size": 4, "lr": 1e-4,
-                                  "ema_half_life_kimg": 0.0008, "base_images_seen": 16, "objective": "edm"}
+                                  "ema_half_life_kimg": 0.0008, "base_images_seen": 16, "objective": "edm",
+                                  "objective_options": base_recipe["objective"]["options"]}
     assert record["selection"]["seeds"] == [SELECTION_SEED, SELECTION_SEED + 7]
     assert record["self_set"]["precision"] == "fp32"  # the evaluator's precision, by default
     assert set(record["selection"]["scores"]) == {"0", "1"} and record["w"] in (0.0, 1.0)
