@@ -29,6 +29,7 @@ from .images import save_png
 SELF_SEED = 1_000_000     # S: images from seeds SELF_SEED + i
 SELECTION_SEED = 50_000   # w is chosen on samples from seeds SELECTION_SEED + i
 REPORT_SEED = 0           # reported scores use seeds 0 .. n-1 (the evaluator's default)
+BASE_SAMPLES = "base_samples.png"  # the base's samples.png, kept beside the merged model
 
 
 def merge(base: dict[str, Tensor], tuned: dict[str, Tensor], w: float) -> dict[str, Tensor]:
@@ -187,7 +188,7 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
     """Run (or resume) Neon on `checkpoint` in folder `out`; returns the record written on the result's card.
     `evaluator`: options of genstudio.evaluate for the sweep (extractor, reference, device, ...; S is sampled on its
     device too); `score(path, **cell)` replaces genstudio.evaluate."""
-    from .evaluation.metrics import evaluate
+    from .evaluation.metrics import checkpoint_hash, evaluate
     from .train import run
     from .train.state import exported_step
 
@@ -233,7 +234,8 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
     best = select_weight(fid)
     record = {
         "method": "Neon (Alemohammad, Wang, Baraniuk, ICLR 2026): theta = (1 + w) theta_base - w theta_finetuned",
-        "base": str(plan.checkpoint), "w": best, "w_grid": list(plan.weights),
+        "base": str(plan.checkpoint), "base_sha256": checkpoint_hash(plan.checkpoint), "w": best,
+        "w_grid": list(plan.weights),
         "self_set": {"n": plan.n_self, "sampler": plan.self_sampler, "steps": plan.self_steps,
                      "guidance": plan.self_guidance, "precision": plan.self_precision, "seeds": seeds["self"],
                      "labels": "i % num_classes" if base_model.num_classes else None},
@@ -250,6 +252,8 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
     with atomic_folder(out / "model") as tmp:
         shutil.copytree(out / "candidates" / f"w_{best:g}", tmp, dirs_exist_ok=True)
         base_card = Path(plan.checkpoint) / "metrics.json"
+        if (Path(plan.checkpoint) / "samples.png").is_file():  # the base's grid, should the base be replaced later
+            shutil.copyfile(Path(plan.checkpoint) / "samples.png", tmp / BASE_SAMPLES)
         base_scores = read_json_object(base_card).get("scores", []) if base_card.is_file() else []
         write_json(tmp / "metrics.json", {"training": {k: v for k, v in training.items() if k != "config"},
                                           "neon": record, "scores": [], "base_scores": base_scores})

@@ -9,7 +9,9 @@ import torch
 import genstudio
 from genstudio.cli import main
 from genstudio.config import config_from_dict
+from genstudio.evaluation.metrics import checkpoint_hash
 from genstudio.neon import (
+    BASE_SAMPLES,
     SELECTION_SEED,
     SELF_SEED,
     NeonPlan,
@@ -100,6 +102,7 @@ def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, cap
                      cache_dir=tmp_path / "cache", progress=False, batch_size=8)
     plan = NeonPlan(checkpoint=str(ckpt), n_self=8, self_steps=2, finetune_images=8, batch_size=4,
                     weights=(0.0, 1.0), n_select=8, eval_steps=2)
+    (ckpt / "samples.png").write_bytes(b"the base's grid")
     record = neon(ckpt, tmp_path / "neon", plan=plan, **evaluator)
     out = tmp_path / "neon"
     base_recipe = genstudio.load(ckpt, device="cpu").meta["training"]["config"]
@@ -115,6 +118,8 @@ def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, cap
     assert sweep["0"]["protocol"]["seeds"]["first"] == SELECTION_SEED and sweep["1"]["protocol"]["n"] == 8
     card = json.loads((out / "model" / "metrics.json").read_text())
     assert card["neon"]["w"] == record["w"] and card["training"]["neon"]["base"] == str(ckpt)
+    assert card["neon"]["base_sha256"] == checkpoint_hash(ckpt)  # the base is known even if replaced later
+    assert (out / "model" / BASE_SAMPLES).read_bytes() == b"the base's grid"
 
     # w = 0 is the base exactly (up to the float16 storage); w = 1 is 2 base - finetuned
     base = genstudio.load(ckpt, device="cpu").model.state_dict()
