@@ -3,19 +3,37 @@ audit, and the tables across checkpoints (bits/dim, the one-step comparison)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gradio as gr
 
 from genstudio.api import Pipeline
+from genstudio.evaluation.metrics import checkpoint_hash
 from genstudio.images import image_grid
+from genstudio.neon import BASE_SAMPLES
 
 from ..audit import audit_view
 from ..common import HEAVY, Shared, user_errors
 from ..likelihood import likelihood_table
-from ..models import card, read_metrics
+from ..models import card, read_metrics, read_png
 from ..onestep import onestep_table
 
 SIDE_BY_SIDE = 10  # images per model in "base vs improved": seeds 0..9, labels i % classes
+
+
+def _base_is_there(neon: dict, folder: Path) -> bool:
+    """Whether the base named on a Neon card is a checkpoint here, and the one merged from (where the card says)."""
+    base = Path(neon["base"]).expanduser()
+    if not (base / "genstudio.json").is_file() or base.resolve() == folder.resolve():
+        return False
+    return not isinstance(neon.get("base_sha256"), str) or checkpoint_hash(base) == neon["base_sha256"]
+
+
+def _protocol(record: dict) -> tuple:
+    """The fields a card's score is matched on across two cards."""
+    p = record.get("protocol", {})
+    return (record.get("sampler"), record.get("steps"), p.get("precision"), p.get("seeds", {}).get("first"),
+            record.get("n"))
 
 
 class Models:
@@ -41,12 +59,18 @@ class Models:
 
     @user_errors
     def base_vs_improved(self, model) -> dict:
-        """A model made by genstudio neon next to its base: the same seeds and labels, each at its default sampler."""
+        """A model made by genstudio neon next to its base: the same seeds and labels, each at its default sampler.
+        Where the base is gone (replaced by the merged model in place, as the shipped ect_cifar10 was), the two
+        recorded sample grids and the two cards' scores instead."""
         folder = self.shared.models.resolve(model)
-        neon = read_metrics(folder).get("neon")
+        metrics = read_metrics(folder)
+        neon = metrics.get("neon")
         if not isinstance(neon, dict) or not isinstance(neon.get("base"), str):
             raise gr.Error(f"{folder.name} was not made by genstudio neon: its card names no base model")
-        pipes = {"base": self.shared.pipe(neon["base"]), f"Neon, w = {neon.get('w')}": self.shared.pipe(model)}
+        improved = f"Neon, w = {neon.get('w')}"
+        if not _base_is_there(neon, folder):
+            return self._recorded_side_by_side(folder, metrics, improved)
+        pipes = {"base": self.shared.pipe(neon["base"]), improved: self.shared.pipe(model)}
         shown, rows = [], []
         for title, pipe in pipes.items():
             labels = [i % pipe.num_classes for i in range(SIDE_BY_SIDE)] if pipe.num_classes else None
@@ -57,6 +81,23 @@ class Models:
         text = "\n".join(["| | model | sampler | NFE | time |", "| --- | --- | --- | --- | --- |", *rows,
                           "", "Seeds 0..9, labels i % classes, guidance 2 for a class-conditional model."])
         return {self.neon_images: shown, self.neon_info: text}
+
+    def _recorded_side_by_side(self, folder: Path, metrics: dict, improved: str) -> dict:
+        grids = [(read_png(folder / BASE_SAMPLES), "base: its samples.png, kept on this card"),
+                 (read_png(folder / "samples.png"), f"{improved}: samples.png")]
+        if any(g is None for g, _ in grids):
+            raise gr.Error(f"the base of {folder.name} is not here (moved, or replaced by this model), and the "
+                           f"card lacks {BASE_SAMPLES} or samples.png to show instead")
+        base = {_protocol(r): r for r in metrics.get("base_scores", []) if isinstance(r, dict)}
+        rows = [f"| {' | '.join(map(str, key))} | {base[key]['metrics']['fid']:.1f} | {r['metrics']['fid']:.1f} |"
+                for r in metrics.get("scores", []) if isinstance(r, dict) and (key := _protocol(r)) in base
+                and "fid" in base[key].get("metrics", {}) and "fid" in r.get("metrics", {})]
+        text = "\n".join(["The base is not here (this checkpoint replaced it, or it moved; its sha256 is on the "
+                           "card, `neon.base_sha256`). Shown: the two recorded grids (seed 0, labels i % classes, "
+                           "guidance 2, each model's default sampler).", "",
+                           f"| sampler | steps | precision | first seed | n | base FID | {improved} FID |",
+                           "| --- | --- | --- | --- | --- | --- | --- |", *rows])
+        return {self.neon_images: grids, self.neon_info: text}
 
     @user_errors
     def audit(self, model) -> dict:
