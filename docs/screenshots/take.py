@@ -1,4 +1,5 @@
-"""Screenshots of the studio on the shipped checkpoints for the docs (Compare models, Colorize, the Models card):
+"""Screenshots of the studio on the shipped checkpoints for the docs (Compare models, Colorize, the Models card, base
+vs improved):
 
     PYTHONPATH=. GENSTUDIO_DATA=/path/to/data python docs/screenshots/take.py
 
@@ -63,6 +64,14 @@ def main() -> None:
         _wait_text(page, "#models-card", "parameters")
         _wait_images(page, "#models-plot", 1)
         _shot(page, root, "models.png")
+        page.locator("#models-checkpoint input").fill("ect_cifar10")  # a Neon model that replaced its base
+        page.keyboard.press("Enter")
+        _wait_text(page, "#models-card", "ect_cifar10")
+        page.get_by_text("Base vs improved").click()
+        page.locator("#models-neon").click()
+        _wait_images(page, "#models-neon-images", 2)
+        _wait_text(page, "#models-neon-info", "Neon")
+        _shot(page.locator("#models-neon-accordion"), root, "models_neon.png")
         browser.close()
 
 

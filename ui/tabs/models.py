@@ -120,11 +120,12 @@ def build(shared: Shared, demo: gr.Blocks) -> Models:
                 tab.samples = gr.Image(label="sample grid (samples.png)", format="png", interactive=False,
                                        elem_classes="pixelated", elem_id="models-samples")
                 tab.plot = gr.Image(label="FID vs NFE", format="png", interactive=False, elem_id="models-plot")
-        with gr.Accordion("Base vs improved (a model made by genstudio neon)", open=False):
+        with gr.Accordion("Base vs improved (a model made by genstudio neon)", open=False,
+                         elem_id="models-neon-accordion"):
             tab.neon_button = gr.Button("Show it next to its base, on the same seeds", elem_id="models-neon")
-            tab.neon_images = gr.Gallery(label="base | improved", columns=1, height="auto", format="png",
+            tab.neon_images = gr.Gallery(label="base | improved", columns=2, height="auto", format="png",
                                          elem_classes="pixelated", elem_id="models-neon-images")
-            tab.neon_info = gr.Markdown()
+            tab.neon_info = gr.Markdown(elem_id="models-neon-info")
         with gr.Accordion("Audit: backdoor, memorization, real vs generated", open=True):
             tab.audit_text = gr.Markdown(elem_id="models-audit")
             tab.audit_png = gr.Image(label="audit.png", format="png", interactive=False, elem_id="models-audit-png")
