@@ -6,6 +6,8 @@ import numpy as np
 
 import genstudio
 from genstudio.api import default_checkpoint, shipped_checkpoints
+from genstudio.evaluation.metrics import checkpoint_hash
+from genstudio.neon import BASE_SAMPLES
 
 
 def test_default_checkpoint_loads_and_samples():
@@ -46,6 +48,21 @@ def test_recorded_scores_name_their_extractor():
             label = record["labels"]["fid"]
             assert record["extractor"] and ("c10" in label or "Inception" in label)
             assert record["protocol"]["n"] == record["n"] and record["protocol"]["extractor"]["weights_sha256"]
+
+
+def test_a_shipped_neon_model_keeps_its_base_and_beats_it_on_every_shared_protocol():
+    neon_models = [f for f in shipped_checkpoints() if "neon" in json.loads((f / "metrics.json").read_text())]
+    assert neon_models, "ect_cifar10 ships as a Neon model"
+    for folder in neon_models:
+        card = json.loads((folder / "metrics.json").read_text())
+        assert card["neon"]["base_sha256"] != checkpoint_hash(folder) and (folder / BASE_SAMPLES).is_file()
+        base = {_protocol(r): r["metrics"]["fid"] for r in card["base_scores"]}
+        shared = [(base[_protocol(r)], r["metrics"]["fid"]) for r in card["scores"] if _protocol(r) in base]
+        assert shared and all(ours < theirs for theirs, ours in shared), (folder.name, shared)
+
+
+def _protocol(record: dict) -> tuple:
+    return record["sampler"], record["steps"], record["n"], record["protocol"]["seeds"]["first"]
 
 
 def test_shipped_classifier_classifies_the_offline_test_split():
