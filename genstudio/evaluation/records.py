@@ -9,7 +9,7 @@ from typing import Any
 
 from ..atomic import atomic_write, write_json
 
-__all__ = ["record_scores", "record_section", "rescore", "measure", "redraw_plot"]
+__all__ = ["record_scores", "record_section", "rescore", "measure", "redraw_plot", "protocol_key"]
 
 
 def _score_key(record: dict[str, Any]) -> str:
@@ -18,6 +18,14 @@ def _score_key(record: dict[str, Any]) -> str:
 
     p = record["protocol"]
     return json.dumps({k: v for k, v in p.items() if k not in VOLATILE}, sort_keys=True, default=str)
+
+
+def protocol_key(record: dict[str, Any]) -> tuple:
+    """What a score record is matched on across two cards (e.g. a Neon model's scores and its base's): sampler,
+    steps, precision, first seed, n."""
+    p = record.get("protocol", {})
+    return (record.get("sampler"), record.get("steps"), p.get("precision"), p.get("seeds", {}).get("first"),
+            record.get("n"))
 
 
 def record_scores(folder: str | Path, results: list[dict[str, Any]], plot: str | Path | None = None,

@@ -7,6 +7,7 @@ import numpy as np
 import genstudio
 from genstudio.api import default_checkpoint, shipped_checkpoints
 from genstudio.evaluation.metrics import checkpoint_hash
+from genstudio.evaluation.records import protocol_key
 from genstudio.neon import BASE_SAMPLES
 
 
@@ -56,13 +57,9 @@ def test_a_shipped_neon_model_keeps_its_base_and_beats_it_on_every_shared_protoc
     for folder in neon_models:
         card = json.loads((folder / "metrics.json").read_text())
         assert card["neon"]["base_sha256"] != checkpoint_hash(folder) and (folder / BASE_SAMPLES).is_file()
-        base = {_protocol(r): r["metrics"]["fid"] for r in card["base_scores"]}
-        shared = [(base[_protocol(r)], r["metrics"]["fid"]) for r in card["scores"] if _protocol(r) in base]
+        base = {protocol_key(r): r["metrics"]["fid"] for r in card["base_scores"]}
+        shared = [(base[protocol_key(r)], r["metrics"]["fid"]) for r in card["scores"] if protocol_key(r) in base]
         assert shared and all(ours < theirs for theirs, ours in shared), (folder.name, shared)
-
-
-def _protocol(record: dict) -> tuple:
-    return record["sampler"], record["steps"], record["n"], record["protocol"]["seeds"]["first"]
 
 
 def test_shipped_classifier_classifies_the_offline_test_split():

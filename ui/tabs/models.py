@@ -9,6 +9,7 @@ import gradio as gr
 
 from genstudio.api import Pipeline
 from genstudio.evaluation.metrics import checkpoint_hash
+from genstudio.evaluation.records import protocol_key
 from genstudio.images import image_grid
 from genstudio.neon import BASE_SAMPLES
 
@@ -27,13 +28,6 @@ def _base_is_there(neon: dict, folder: Path) -> bool:
     if not (base / "genstudio.json").is_file() or base.resolve() == folder.resolve():
         return False
     return not isinstance(neon.get("base_sha256"), str) or checkpoint_hash(base) == neon["base_sha256"]
-
-
-def _protocol(record: dict) -> tuple:
-    """The fields a card's score is matched on across two cards."""
-    p = record.get("protocol", {})
-    return (record.get("sampler"), record.get("steps"), p.get("precision"), p.get("seeds", {}).get("first"),
-            record.get("n"))
 
 
 class Models:
@@ -88,9 +82,9 @@ class Models:
         if any(g is None for g, _ in grids):
             raise gr.Error(f"the base of {folder.name} is not here (moved, or replaced by this model), and the "
                            f"card lacks {BASE_SAMPLES} or samples.png to show instead")
-        base = {_protocol(r): r for r in metrics.get("base_scores", []) if isinstance(r, dict)}
+        base = {protocol_key(r): r for r in metrics.get("base_scores", []) if isinstance(r, dict)}
         rows = [f"| {' | '.join(map(str, key))} | {base[key]['metrics']['fid']:.1f} | {r['metrics']['fid']:.1f} |"
-                for r in metrics.get("scores", []) if isinstance(r, dict) and (key := _protocol(r)) in base
+                for r in metrics.get("scores", []) if isinstance(r, dict) and (key := protocol_key(r)) in base
                 and "fid" in base[key].get("metrics", {}) and "fid" in r.get("metrics", {})]
         text = "\n".join(["The base is not here (this checkpoint replaced it, or it moved; its sha256 is on the "
                            "card, `neon.base_sha256`). Shown: the two recorded grids (seed 0, labels i % classes, "
