@@ -80,7 +80,8 @@ def cmd_neon(args: argparse.Namespace) -> int:
     checkpoint = _checkpoint_arg(args.checkpoint)
     plan = NeonPlan(checkpoint=str(checkpoint), n_self=args.n_self, self_sampler=args.self_sampler,
                     self_steps=args.self_steps, self_guidance=args.self_guidance,
-                    finetune_images=args.finetune_images, batch_size=args.finetune_batch, lr=args.lr,
+                    self_sampler_options=_sampler_options(args.self_option), finetune_images=args.finetune_images,
+                    batch_size=args.finetune_batch, lr=args.lr,
                     weights=tuple(float(w) for w in args.weights.split(",") if w), n_select=args.n_select,
                     eval_sampler=args.sampler, eval_steps=args.steps, eval_guidance=args.guidance,
                     half=not args.fp32)
@@ -329,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-sampler", default=None, help="S's sampler (default: the checkpoint's)")
     p.add_argument("--self-steps", type=int, default=None)
     p.add_argument("--self-guidance", type=float, default=None, help="default: 2 if class-conditional, else 1")
+    p.add_argument("--self-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of S's sampler, e.g. temperature=0.7 for decode (repeatable)")
     p.add_argument("--finetune-images", type=int, default=None, help="default: 2%% of the base's training images")
     p.add_argument("--finetune-batch", type=int, default=None, help="default: the base's batch size")
     p.add_argument("--lr", type=float, default=None, help="default: a tenth of the base's")

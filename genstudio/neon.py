@@ -77,6 +77,7 @@ class NeonPlan:
     self_steps: int | None = None
     self_guidance: float | None = None   # default: 2 for a class-conditional model, else 1
     self_precision: str | None = None    # "fp32" or "bf16" (autocast); default: the evaluator's precision
+    self_sampler_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"temperature": 0.7} for "decode"
     finetune_images: int | None = None   # default: 2% of the base's training images (Neon: 1-3%)
     batch_size: int | None = None        # default: the base's
     lr: float | None = None              # default: a tenth of the base's
@@ -139,7 +140,8 @@ def make_self_set(plan: NeonPlan, folder: Path, device: str = "cpu", batch_size:
         with torch.autocast(pipe.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             res = pipe.generate(len(chunk), sampler=plan.self_sampler, steps=plan.self_steps,
                                 seed=[SELF_SEED + i for i in chunk], guidance=plan.self_guidance,
-                                labels=[i % classes for i in chunk] if classes else None, batch_size=batch_size)
+                                labels=[i % classes for i in chunk] if classes else None, batch_size=batch_size,
+                                sampler_options=plan.self_sampler_options or None)
         for i, img in zip(chunk, res.images):
             save_png(img, file(i))  # atomic
     return folder
@@ -237,7 +239,8 @@ def neon(checkpoint: str | Path, out: str | Path, *, plan: NeonPlan | None = Non
         "base": str(plan.checkpoint), "base_sha256": checkpoint_hash(plan.checkpoint), "w": best,
         "w_grid": list(plan.weights),
         "self_set": {"n": plan.n_self, "sampler": plan.self_sampler, "steps": plan.self_steps,
-                     "guidance": plan.self_guidance, "precision": plan.self_precision, "seeds": seeds["self"],
+                     "guidance": plan.self_guidance, "sampler_options": plan.self_sampler_options,
+                     "precision": plan.self_precision, "seeds": seeds["self"],
                      "labels": "i % num_classes" if base_model.num_classes else None},
         "finetune": {"images": cfg["train"]["max_steps"] * plan.batch_size, "steps": cfg["train"]["max_steps"],
                      "batch_size": plan.batch_size, "lr": plan.lr, "ema_half_life_kimg": plan.ema_half_life_kimg,

@@ -169,3 +169,14 @@ def test_neon_refuses_a_checkpoint_without_its_recipe(tmp_path, capsys):
     ckpt = field_checkpoint(tmp_path)
     assert main(["neon", str(ckpt), "--out", str(tmp_path / "n")]) == 2
     assert "records no training config" in capsys.readouterr().err
+
+
+def test_s_takes_its_samplers_options_and_a_wrong_one_is_refused(trained, tmp_path):
+    ckpt, _ = trained
+    plan = resolve(NeonPlan(checkpoint=str(ckpt), n_self=2, self_sampler="euler_ancestral", self_steps=2))
+    noisy = make_self_set(plan, tmp_path / "eta1")
+    ode = make_self_set(replace(plan, self_sampler_options={"eta": 0.0}), tmp_path / "eta0")
+    files = sorted(p.relative_to(noisy) for p in noisy.rglob("*.png"))
+    assert len(files) == 2 and all((noisy / f).read_bytes() != (ode / f).read_bytes() for f in files)
+    with pytest.raises((TypeError, ValueError), match="temperature"):
+        make_self_set(replace(plan, self_sampler_options={"temperature": 0.7}), tmp_path / "bad")
