@@ -270,3 +270,42 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
     return value
+
+
+def ship(run: str | Path, dest: str | Path, scores: list[dict[str, Any]], recipe: str,
+         weights_sha256: str | None = None, base_note: str | None = None) -> Path:
+    """Assemble a Neon run's result (run/model) as a shipped checkpoint folder `dest`: its grid and sampling time
+    (genstudio.publish), the `neon` record and the base's scores and grid kept on its card, `scores` (report-seed
+    results of genstudio.evaluate) recorded, and the card's training note and recipe extended by `recipe`.
+    `weights_sha256`: redraw fid_vs_nfe.png from the scores under that c10 classifier."""
+    from .evaluation.metrics import checkpoint_hash
+    from .evaluation.records import record_scores, redraw_plot
+    from .publish import publish
+
+    run, dest = Path(run), Path(dest)
+    card_file = run / "model" / "metrics.json"
+    made = read_json_object(card_file) if card_file.is_file() else {}
+    if "neon" not in made:
+        raise ValueError(f"{run / 'model'} is not the result of a Neon run (its card has no neon record)")
+    if any(r["protocol"]["seeds"]["first"] < SELECTION_SEED + made["neon"]["selection"]["n"]
+           and r["protocol"]["seeds"]["last"] >= SELECTION_SEED for r in scores):
+        raise ValueError("a report score uses the selection seeds: report on seeds disjoint from them (0..n-1)")
+    if dest.exists():
+        shutil.rmtree(dest)
+    publish(run, dest)  # the merged model, its samples.png and sampling time; neon() kept the base's grid
+    card = read_json_object(dest / "metrics.json")
+    neon_record = {**made["neon"], **({"base_note": base_note} if base_note else {})}
+    card["neon"], card["base_scores"] = neon_record, made.get("base_scores", [])
+    base_card = Path(neon_record["base"]) / "metrics.json"
+    base_training = read_json_object(base_card).get("training", {}) if base_card.is_file() else {}
+    note = (f"Then improved by Neon (w = {neon_record['w']:g}): {neon_record['finetune']['images']} images of "
+            f"fine-tuning on its own samples, merged as theta = (1 + w) theta_base - w theta_finetuned.")
+    card["training"].update(note=" ".join(filter(None, [base_training.get("note"), note])),
+                            recipe="; then ".join(filter(None, [base_training.get("recipe"), recipe])))
+    write_json(dest / "metrics.json", card)
+    record_scores(dest, scores)
+    if weights_sha256:
+        redraw_plot(dest, weights_sha256=weights_sha256)
+    if checkpoint_hash(dest) != checkpoint_hash(run / "model"):
+        raise RuntimeError(f"{dest} does not hold the weights of {run / 'model'}")
+    return dest

@@ -22,6 +22,7 @@ from genstudio.neon import (
     resolve,
     seed_sets,
     select_weight,
+    ship,
 )
 from genstudio.train import run
 from tests.helpers import ROOT, make_toy_folder, random_classifier, toy_config
@@ -180,3 +181,30 @@ def test_s_takes_its_samplers_options_and_a_wrong_one_is_refused(trained, tmp_pa
     assert len(files) == 2 and all((noisy / f).read_bytes() != (ode / f).read_bytes() for f in files)
     with pytest.raises((TypeError, ValueError), match="temperature"):
         make_self_set(replace(plan, self_sampler_options={"temperature": 0.7}), tmp_path / "bad")
+
+
+def test_ship_assembles_the_result_with_its_base_and_report_scores_and_refuses_selection_seeds(trained, tmp_path):
+    from genstudio.evaluation.metrics import evaluate
+
+    ckpt, data = trained
+    evaluator = dict(classifier=random_classifier(tmp_path / "clf.safetensors"), reference=data, metrics=("fid",),
+                     cache_dir=tmp_path / "cache", progress=False, batch_size=8)
+    plan = NeonPlan(checkpoint=str(ckpt), n_self=8, self_steps=2, finetune_images=8, batch_size=4,
+                    weights=(0.0, 1.0), n_select=8, eval_steps=2)
+    (ckpt / "samples.png").write_bytes(b"the base's grid")
+    record = neon(ckpt, tmp_path / "neon", plan=plan, **evaluator)
+    report = evaluate(tmp_path / "neon" / "model", steps=2, n=8, seed=0, **evaluator)
+    dest = ship(tmp_path / "neon", tmp_path / "shipped", [report], recipe="genstudio neon ... (the test)")
+    card = json.loads((dest / "metrics.json").read_text())
+    assert card["neon"] == {**record, "seconds": card["neon"]["seconds"]}
+    assert [s["protocol"]["seeds"]["first"] for s in card["scores"]] == [0]
+    assert card["scores"][0]["metrics"]["fid"] == report["metrics"]["fid"] and "base_scores" in card
+    assert card["training"]["recipe"].endswith("genstudio neon ... (the test)") and "Neon (w = " in card["training"][
+        "note"]
+    assert (dest / BASE_SAMPLES).read_bytes() == b"the base's grid" and (dest / "samples.png").is_file()
+    assert checkpoint_hash(dest) == checkpoint_hash(tmp_path / "neon" / "model")
+    chosen = evaluate(tmp_path / "neon" / "model", steps=2, n=8, seed=SELECTION_SEED, **evaluator)
+    with pytest.raises(ValueError, match="selection seeds"):
+        ship(tmp_path / "neon", tmp_path / "again", [chosen], recipe="")
+    with pytest.raises(ValueError, match="not the result of a Neon run"):
+        ship(ckpt.parent, tmp_path / "again", [report], recipe="")
