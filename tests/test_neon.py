@@ -97,14 +97,19 @@ def trained(tmp_path):
     return tmp_path / "run" / "model", data
 
 
-def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, capsys):
-    ckpt, data = trained
+def _micro_neon(ckpt, data, tmp_path):
+    """Neon on the micro model in tmp_path/neon: the evaluator's options, the plan and the record."""
     evaluator = dict(classifier=random_classifier(tmp_path / "clf.safetensors"), reference=data, metrics=("fid",),
                      cache_dir=tmp_path / "cache", progress=False, batch_size=8)
     plan = NeonPlan(checkpoint=str(ckpt), n_self=8, self_steps=2, finetune_images=8, batch_size=4,
                     weights=(0.0, 1.0), n_select=8, eval_steps=2)
     (ckpt / "samples.png").write_bytes(b"the base's grid")
-    record = neon(ckpt, tmp_path / "neon", plan=plan, **evaluator)
+    return evaluator, plan, neon(ckpt, tmp_path / "neon", plan=plan, **evaluator)
+
+
+def test_neon_end_to_end_resumes_and_records_its_protocol(trained, tmp_path, capsys):
+    ckpt, data = trained
+    evaluator, plan, record = _micro_neon(ckpt, data, tmp_path)
     out = tmp_path / "neon"
     base_recipe = genstudio.load(ckpt, device="cpu").meta["training"]["config"]
     assert sorted(p.name for p in (out / "self").rglob("*.png")) == [f"{SELF_SEED + i:08d}.png" for i in range(8)]
@@ -187,12 +192,7 @@ def test_ship_assembles_the_result_with_its_base_and_report_scores_and_refuses_s
     from genstudio.evaluation.metrics import evaluate
 
     ckpt, data = trained
-    evaluator = dict(classifier=random_classifier(tmp_path / "clf.safetensors"), reference=data, metrics=("fid",),
-                     cache_dir=tmp_path / "cache", progress=False, batch_size=8)
-    plan = NeonPlan(checkpoint=str(ckpt), n_self=8, self_steps=2, finetune_images=8, batch_size=4,
-                    weights=(0.0, 1.0), n_select=8, eval_steps=2)
-    (ckpt / "samples.png").write_bytes(b"the base's grid")
-    record = neon(ckpt, tmp_path / "neon", plan=plan, **evaluator)
+    evaluator, plan, record = _micro_neon(ckpt, data, tmp_path)
     report = evaluate(tmp_path / "neon" / "model", steps=2, n=8, seed=0, **evaluator)
     dest = ship(tmp_path / "neon", tmp_path / "shipped", [report], recipe="genstudio neon ... (the test)")
     card = json.loads((dest / "metrics.json").read_text())
